@@ -1,0 +1,82 @@
+"""Build a run's parts from a validated recipe: dataset, networks, losses, augmentation, metrics."""
+from __future__ import annotations
+
+import copy
+
+import attrs
+import torch
+from torch import nn
+
+from .errors import MemcoreError, RecipeError
+from .memory import Memory, SYNC_POLICIES, WRITE_POINTS
+from .protocols import BuildContext, Models
+from .recipe import Recipe
+from .registry import get_registry
+
+
+def _make(kind: str, spec, ctx: BuildContext):
+    entry = get_registry().get(kind, spec.kind)
+    try:
+        return entry.load_factory()(spec.options, ctx)
+    except (MemcoreError, RecipeError):
+        raise
+    except Exception as exc:
+        raise MemcoreError(f"{ctx.role} '{spec.kind}' (plugin '{entry.plugin}') failed to build: "
+                           f"{type(exc).__name__}: {exc}") from exc
+
+
+def build_dataset(recipe: Recipe):
+    ctx = BuildContext(resolution=0, channels=0, role="data", seed=recipe.train.seed)
+    return _make("dataset", recipe.data, ctx)
+
+
+def base_context(recipe: Recipe, dataset) -> BuildContext:
+    return BuildContext(resolution=dataset.resolution, channels=dataset.channels,
+                        num_classes=dataset.num_classes, seed=recipe.train.seed)
+
+
+def build_network(recipe: Recipe, dataset, role: str) -> nn.Module:
+    spec = getattr(recipe, role)
+    ctx = attrs.evolve(base_context(recipe, dataset), role=role, blocks=spec.blocks)
+    net = _make(role, spec, ctx)
+    if not isinstance(net, nn.Module):
+        raise MemcoreError(f"{role} '{spec.kind}' did not build an nn.Module")
+    if spec.blocks and not ctx._slots_used:
+        raise RecipeError([f"{role}.blocks: {role} '{spec.kind}' offers no block slots"], role)
+    _check_memories(net, role)
+    return net
+
+
+def _check_memories(net: nn.Module, role: str) -> None:
+    for name, m in net.named_modules():
+        if isinstance(m, Memory):
+            where = f"{role}.{name}" if name else role
+            if m.sync not in SYNC_POLICIES:
+                raise MemcoreError(f"{where}: {type(m).__name__}.sync = {m.sync!r}, expected one of "
+                                   f"{', '.join(SYNC_POLICIES)}")
+            if m.write_at not in WRITE_POINTS:
+                raise MemcoreError(f"{where}: {type(m).__name__}.write_at = {m.write_at!r}, expected "
+                                   f"one of {', '.join(WRITE_POINTS)}")
+
+
+def build_models(recipe: Recipe, dataset) -> Models:
+    """G, D, EMA G, augmentation and losses, with weights drawn from ``train.seed``."""
+    torch.manual_seed(recipe.train.seed)
+    G = build_network(recipe, dataset, "generator")
+    D = build_network(recipe, dataset, "discriminator")
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if recipe.ema.enabled else None
+    ctx = base_context(recipe, dataset)
+    augment = _make("augment", recipe.augment, attrs.evolve(ctx, role="augment")) \
+        if recipe.augment is not None else None
+    losses = [_make("loss", spec, attrs.evolve(ctx, role=f"losses[{i}]"))
+              for i, spec in enumerate(recipe.losses)]
+    models = Models(G=G, D=D, G_ema=G_ema, augment=augment, losses=losses)
+    for m in models.modules_with("on_build"):
+        m.on_build(models)
+    return models
+
+
+def build_metrics(recipe: Recipe, dataset) -> list:
+    ctx = attrs.evolve(base_context(recipe, dataset), role="metrics")
+    return [_make("metric", spec, attrs.evolve(ctx, role=f"metrics[{i}]"))
+            for i, spec in enumerate(recipe.metrics)]

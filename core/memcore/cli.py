@@ -1,0 +1,310 @@
+"""The ``memcore`` command line. User mistakes print one clear message and exit non-zero
+(2 for an invalid recipe) without a traceback; a traceback means a bug."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import MemcoreError
+
+
+class Commands:
+    """Handed to ``memcore_add_commands``: ``add(name, help, configure, handler)``."""
+
+    def __init__(self, subparsers):
+        self.subparsers = subparsers
+        self.handlers = {}
+
+    def add(self, name, help, configure, handler):
+        if name in self.handlers:
+            raise MemcoreError(f"command '{name}' is defined twice")
+        parser = self.subparsers.add_parser(name, help=help, description=help)
+        configure(parser)
+        self.handlers[name] = handler
+        return parser
+
+
+# -- run / validate ---------------------------------------------------------------------------
+def _recipe_from_args(args):
+    from .recipe import load_recipe
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "recipe.resolved.toml").exists():
+            raise MemcoreError(f"--resume {run_dir}: not a memcore run directory (no "
+                               "recipe.resolved.toml)")
+        recipe, resolved = load_recipe(run_dir / "recipe.resolved.toml", args.set)
+        return recipe, resolved, run_dir
+    if not args.recipe:
+        raise MemcoreError("give a recipe file, or --resume RUN_DIR")
+    recipe, resolved = load_recipe(args.recipe, args.set)
+    return recipe, resolved, None
+
+
+def cmd_validate(args) -> int:
+    from .recipe import dumps
+    from .build import build_dataset
+    args.resume = None
+    recipe, resolved, _ = _recipe_from_args(args)
+    print(dumps(resolved), end="")
+    if getattr(args, "build", False):
+        build_dataset(recipe)
+    print(f"# {args.recipe}: valid", file=sys.stderr)
+    return 0
+
+
+def _relaunch(args) -> int:
+    import subprocess
+    argv = [a for a in sys.argv[1:]]
+    i = argv.index("--nproc")
+    del argv[i:i + 2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={args.nproc}", "-m", "memcore"] + argv
+    return subprocess.call(cmd)
+
+
+def cmd_run(args) -> int:
+    from . import checkpoint, dist
+    from .recipe import dumps
+    from .rundir import new_run_dir, write_run_files
+    from .trainer import Trainer
+    if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _relaunch(args)
+    recipe, resolved, resume_dir = _recipe_from_args(args)
+    if args.dry_run:
+        print(dumps(resolved), end="")
+        return 0
+    resume_from = checkpoint.resolve(resume_dir) if resume_dir else None
+    trainer = Trainer(recipe, resolved, Path("."), resume_from=resume_from)
+    run_dir = resume_dir or Path(dist.gather_object(str(new_run_dir(recipe, args.recipe)))[0])
+    trainer.run_dir = Path(run_dir)
+    if trainer.accelerator.is_main_process:
+        write_run_files(trainer.run_dir, resolved)
+        what = f"resume from step {trainer.step}" if resume_dir else "recipe saved as recipe.resolved.toml"
+        print(f"memcore {__version__} · run {trainer.run_dir} · {what} · "
+              f"{trainer.world} process(es) on {trainer.device}", flush=True)
+    result = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'} · "
+              f"report {trainer.run_dir / 'report.md'}")
+    return 0
+
+
+# -- plugins / list / show --------------------------------------------------------------------
+def cmd_plugins(args) -> int:
+    from .registry import get_registry
+    reg = get_registry()
+    rows = [{"name": p.name, "dist": p.dist, "version": p.version, "module": p.module,
+             "status": p.status, "error": p.error, "components": p.components}
+            for p in sorted(reg.plugins.values(), key=lambda p: p.name)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        status = r["status"] if r["status"] != "failed" else f"FAILED: {r['error']}"
+        print(f"{r['name']:<14} {r['version'] or '-':<10} {status}")
+        if r["components"] and r["status"] == "ok":
+            print(f"{'':<14} {', '.join(r['components'])}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .registry import KINDS, get_registry
+    reg = get_registry()
+    if args.kind and args.kind not in KINDS:
+        from .registry import did_you_mean
+        raise MemcoreError(f"unknown kind '{args.kind}'{did_you_mean(args.kind, KINDS)} "
+                           f"(kinds: {', '.join(KINDS)})")
+    for kind in [args.kind] if args.kind else KINDS:
+        names = reg.names(kind)
+        if not names:
+            continue
+        print(f"{kind}:")
+        for name in names:
+            e = reg.entries[(kind, name)]
+            print(f"  {name:<24} {e.help}  [{e.plugin}]")
+    return 0
+
+
+def describe_options(cls) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) for every option of a config class."""
+    import attrs
+    rows = []
+    for f in attrs.fields(cls):
+        if f.default is attrs.NOTHING:
+            default = "(required)"
+        else:
+            value = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
+            default = repr(value)
+        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        rows.append((f.name, str(t).replace("typing.", ""), default, f.metadata.get("help", "")))
+    return rows
+
+
+def cmd_show(args) -> int:
+    import tomli_w
+    from .config import defaults_of
+    from .registry import get_registry
+    kind, sep, name = args.component.partition(":")
+    if not sep:
+        raise MemcoreError(f"expected KIND:NAME, e.g. generator:dcgan (got {args.component!r})")
+    entry = get_registry().get(kind, name)
+    cls = entry.load_config()
+    print(f"{kind}:{name} — {entry.help} (plugin '{entry.plugin}')\n")
+    for opt, t, default, help_text in describe_options(cls):
+        print(f"  {opt:<18} {t:<24} default {default}\n      {help_text}")
+    section = {"generator": "generator", "discriminator": "discriminator", "dataset": "data",
+               "augment": "augment"}.get(kind)
+    table = {"kind": name, **defaults_of(cls)}
+    snippet = tomli_w.dumps({section: table}) if section else tomli_w.dumps(
+        {{"loss": "losses", "metric": "metrics", "block": "generator.blocks"}.get(kind, kind): [table]})
+    print("\n# TOML\n" + snippet)
+    return 0
+
+
+# -- sample / eval ----------------------------------------------------------------------------
+def load_generator(run: str, use_ema: bool = True, which: str = "latest"):
+    """(G, recipe, state) rebuilt from a run directory or checkpoint file."""
+    import torch
+    from . import checkpoint
+    from .build import build_network
+    from .recipe import recipe_from_dict
+    import tomli
+    path = checkpoint.resolve(run, prefer=which)
+    state = checkpoint.load(path)
+    recipe, _ = recipe_from_dict(tomli.loads(state["recipe"]), f"{path} (recipe)")
+    info = state["dataset"]
+
+    class _Shape:
+        resolution, channels, num_classes = info["resolution"], info["channels"], info["num_classes"]
+    torch.manual_seed(0)
+    G = build_network(recipe, _Shape, "generator")
+    role = "G_ema" if use_ema and "G_ema" in state["models"] else "G"
+    G.load_state_dict(state["models"][role])
+    return G.eval(), recipe, state
+
+
+def cmd_sample(args) -> int:
+    from .images import save_grid
+    from .trainer import sample_images
+    G, _, state = load_generator(args.run, not args.no_ema, args.checkpoint)
+    images = sample_images(G, args.n, args.seed, "cpu")
+    out = save_grid(images, Path(args.out))
+    print(f"{args.n} samples from step {state['step']} ({'G' if args.no_ema else 'EMA G'}) -> {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import attrs
+    from .build import build_dataset, build_metrics
+    from .evaluation import MetricSession
+    from .recipe import recipe_from_dict
+    import tomli
+    G, recipe, state = load_generator(args.run, True, args.checkpoint)
+    raw = tomli.loads(state["recipe"])
+    if args.metrics:
+        raw["metrics"] = [{"kind": m.strip()} for m in args.metrics.split(",") if m.strip()]
+    if args.num_samples:
+        for m in raw.get("metrics", []):
+            m["num_samples"] = args.num_samples
+    recipe, _ = recipe_from_dict(raw, "eval")
+    if not recipe.metrics:
+        raise MemcoreError("no metrics: the run's recipe has no [[metrics]]; pass --metrics fid,kid")
+    dataset = build_dataset(recipe)
+    metrics = build_metrics(recipe, dataset)
+    for m in metrics:
+        m.preflight()
+    session = MetricSession(G, dataset, "cpu", Path(args.run), state["step"], recipe)
+    results = []
+    for spec, m in zip(recipe.metrics, metrics):
+        out = m.compute(session)
+        results.append({"metric": spec.kind, "step": state["step"], **out})
+        print(json.dumps(results[-1]))
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+    target = run_dir / f"eval-step-{state['step']:07d}.json"
+    target.write_text(json.dumps(results, indent=2))
+    print(f"-> {target}")
+    return 0
+
+
+# -- entry ------------------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(prog="memcore", description="Memory and attention in GANs.")
+    parser.add_argument("--version", action="store_true", help="Print versions and plugins.")
+    sub = parser.add_subparsers(dest="command")
+    commands = Commands(sub)
+
+    def recipe_args(p):
+        p.add_argument("recipe", nargs="?", help="Recipe TOML file.")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="Override a recipe key, e.g. --set train.steps=100 (repeatable).")
+
+    def run_args(p):
+        recipe_args(p)
+        p.add_argument("--dry-run", action="store_true", help="Validate and print the resolved recipe.")
+        p.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its last checkpoint.")
+        p.add_argument("--nproc", type=int, default=0, help="Start N processes with torchrun.")
+    commands.add("run", "Train from a recipe.", run_args, cmd_run)
+    commands.add("validate", "Check a recipe and print it resolved.", recipe_args, cmd_validate)
+    commands.add("plugins", "List plugins with versions and status.",
+                 lambda p: p.add_argument("--json", action="store_true"), cmd_plugins)
+    commands.add("list", "List registered components.",
+                 lambda p: p.add_argument("kind", nargs="?"), cmd_list)
+    commands.add("show", "Show a component's options and a TOML snippet.",
+                 lambda p: p.add_argument("component", metavar="KIND:NAME"), cmd_show)
+
+    def sample_args(p):
+        p.add_argument("run", help="Run directory or checkpoint file.")
+        p.add_argument("--n", type=int, default=64)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default="samples.png")
+        p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
+        p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
+    commands.add("sample", "Write a grid of samples from a run.", sample_args, cmd_sample)
+
+    def eval_args(p):
+        p.add_argument("run", help="Run directory or checkpoint file.")
+        p.add_argument("--metrics", help="Comma-separated metric names (default: the recipe's).")
+        p.add_argument("--num-samples", type=int)
+        p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
+    commands.add("eval", "Compute metrics on a finished run; writes JSON into the run.",
+                 eval_args, cmd_eval)
+
+    from .registry import get_registry
+    reg = get_registry()
+    for impl in reg.pm.hook.memcore_add_commands.get_hookimpls():
+        try:
+            impl.function(commands=commands)
+        except Exception as exc:  # a plugin's broken command must not break the others
+            print(f"warning: plugin '{impl.plugin_name}' could not add commands: {exc}", file=sys.stderr)
+    return parser, commands
+
+
+def version_text() -> str:
+    from .registry import get_registry
+    lines = [f"memcore {__version__} from {Path(__file__).parent}", "registered plugins:"]
+    for p in sorted(get_registry().plugins.values(), key=lambda p: p.name):
+        lines.append(f"  {p.name} {p.version or '-'} at {p.module} [{p.status}]")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    try:
+        parser, commands = build_parser()
+        args = parser.parse_args(argv)
+        if args.version:
+            print(version_text())
+            return 0
+        if not args.command:
+            parser.print_help()
+            return 1
+        return int(commands.handlers[args.command](args) or 0)
+    except MemcoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

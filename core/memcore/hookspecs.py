@@ -1,0 +1,53 @@
+"""Every hook a memcore plugin can implement.
+
+A plugin is a module named by an entry point in the ``memcore`` group::
+
+    [project.entry-points.memcore]
+    myplugin = "memcore_myplugin.plugin"
+
+The module defines functions decorated with ``@memcore.hookimpl`` whose names are the hook names
+below. pluggy checks the argument names against these specs, and memcore refuses a plugin that
+implements a hook not listed here (usually a typo) with a message naming the plugin and the hook.
+
+Hooks are called for every loaded plugin, one plugin at a time, so an exception is attributed to
+the plugin that raised it and the other plugins keep working.
+
+Training-time behaviour (memory writes, auxiliary losses, phase callbacks) is not a pluggy hook: it
+belongs to the components a recipe names, see ``docs/protocols.md``. A plugin that is installed but
+not used by a recipe therefore never runs during training.
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "memcore"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def memcore_register_components(registry):
+    """Register components with ``registry.add(kind, name, factory, config, help=...)``.
+
+    Called once per plugin at start-up. Keep it cheap: pass ``factory`` (and ``config``) as
+    ``"module:attribute"`` strings so heavy modules are imported only when a recipe uses them.
+    ``kind`` is one of :data:`memcore.registry.KINDS`.
+    """
+
+
+@hookspec
+def memcore_add_commands(commands):
+    """Add sub-commands to the ``memcore`` command line.
+
+    ``commands.add(name, help, configure, handler)``: ``configure(parser)`` adds arguments to an
+    ``argparse`` parser, ``handler(args) -> int`` runs the command and returns its exit status.
+    """
+
+
+@hookspec
+def memcore_api_version():
+    """Return the memcore API version this plugin was written for, e.g. ``"1"``.
+
+    A plugin whose major version differs from :data:`memcore.API_VERSION` is refused with a
+    message naming both. Plugins that do not implement the hook are assumed compatible.
+    """

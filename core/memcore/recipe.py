@@ -1,0 +1,243 @@
+"""The recipe: one TOML file (optionally ``extends``-ing others) describing a whole run.
+
+The key names ``train.steps``, ``train.batch_size``, ``train.seed``, ``data.limit`` and ``run.dir``
+are fixed: tools and docs rely on them. ``docs/recipes.md`` documents every key and is checked
+against these classes by a test.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+import tomli
+import tomli_w
+
+from .config import (Component, config, deep_merge, each, non_negative, option, positive, slot,
+                     structure, unstructure, in_range)
+from .errors import RecipeError
+from .registry import get_registry
+
+
+@config
+class RunSection:
+    dir: Optional[str] = option(None, help="Exact run directory. Default: <root>/NNNN-<name>, numbered.")
+    root: str = option("runs", help="Parent folder of numbered run directories.")
+    name: Optional[str] = option(None, help="Run name; default: the recipe file's stem.")
+
+
+@config
+class TrainSection:
+    steps: int = option(1000, help="Training iterations (one D phase and one G phase each).",
+                        check=positive)
+    batch_size: int = option(64, help="Images per iteration, summed over all processes.",
+                             check=positive)
+    seed: int = option(0, help="Seeds weights, data order, latents and augmentation.")
+    micro_batches: int = option(1, help="Split each phase into this many micro-batches "
+                                "(gradient accumulation without accelerate.accumulate).",
+                                check=positive)
+    d_steps: int = option(1, help="D phases per iteration, each on a fresh real batch.",
+                          check=positive)
+    precision: Literal["no", "bf16", "fp16"] = option(
+        "no", help="Mixed precision: 'no' (fp32), 'bf16' (no scaler), 'fp16' (GradScaler).")
+    log_every: int = option(10, help="Steps between log lines (JSONL, TensorBoard).", check=positive)
+    sample_every: int = option(500, help="Steps between fixed-seed sample grids.", check=positive)
+    checkpoint_every: int = option(500, help="Steps between checkpoints.", check=positive)
+    keep_last: int = option(3, help="Checkpoints kept besides the best.", check=positive)
+    grid_size: int = option(64, help="Images in each sample grid.", check=positive)
+    max_grad_norm: Optional[float] = option(None, help="Clip gradient norm per phase if set.",
+                                            check=positive)
+    init_from: Optional[str] = option(None, help="Start from the weights of an earlier run "
+                                      "(run directory or checkpoint file); step counts restart.")
+    freeze: list[str] = option(factory=list, help="Module names (e.g. 'G.painter') whose "
+                               "parameters are not trained.")
+    best_metric: Optional[str] = option(None, help="Metric key that selects the best checkpoint "
+                                        "(default: the first metric's main value).")
+    num_workers: int = option(0, help="DataLoader workers for datasets decoded from files.",
+                              check=non_negative)
+    progress: bool = option(True, help="Show a progress bar.")
+    check_consistency: bool = option(True, help="Under several processes, compare parameters "
+                                     "and buffers across ranks at each checkpoint.")
+
+
+@config
+class OptimSpec:
+    kind: Literal["adam", "adamw"] = option("adam", help="Optimizer.")
+    lr: float = option(2e-4, help="Learning rate.", check=positive)
+    betas: tuple[float, float] = option((0.5, 0.999), help="Adam betas.",
+                                        check=each(in_range(0.0, 1.0)))
+    eps: float = option(1e-8, help="Adam epsilon.", check=positive)
+    weight_decay: float = option(0.0, help="Weight decay.", check=non_negative)
+
+
+@config
+class OptimSection:
+    G: OptimSpec = option(factory=OptimSpec, help="Generator optimizer.")
+    D: OptimSpec = option(factory=OptimSpec, help="Discriminator optimizer.")
+
+
+@config
+class EmaSection:
+    enabled: bool = option(True, help="Keep an exponential moving average of G.")
+    decay: float = option(0.999, help="EMA decay per update.", check=in_range(0.0, 1.0))
+    start: int = option(0, help="Step before which the EMA copies G.", check=non_negative)
+    every: int = option(1, help="Steps between EMA updates.", check=positive)
+    buffers: bool = option(True, help="Average floating buffers (BN statistics) too; "
+                           "memory state is always copied.")
+
+
+@config
+class PluginsSection:
+    local: list[str] = option(factory=list, help="Python files loaded as plugins for this "
+                              "recipe (paths relative to the recipe).")
+
+
+@config
+class Recipe:
+    run: RunSection = option(factory=RunSection, help="Where the run is written.")
+    train: TrainSection = option(factory=TrainSection, help="The training loop.")
+    data: slot("dataset") = option(help="The dataset component.")
+    generator: slot("generator", blocks=True) = option(help="The generator component.")
+    discriminator: slot("discriminator", blocks=True) = option(help="The discriminator component.")
+    losses: list[slot("loss")] = option(help="Loss terms, each added to the D or G phase.")
+    augment: Optional[slot("augment")] = option(None, help="Augmentation applied to what D sees.")
+    optim: OptimSection = option(factory=OptimSection, help="Optimizers of G and D.")
+    ema: EmaSection = option(factory=EmaSection, help="EMA generator.")
+    metrics: list[slot("metric")] = option(factory=list, help="Metrics computed during training.")
+    plugins: PluginsSection = option(factory=PluginsSection, help="Recipe-local plugins.")
+
+
+# -- loading ----------------------------------------------------------------------------------
+def read_toml(path: Path, _chain=()) -> dict:
+    path = Path(path).expanduser().resolve()
+    if path in _chain:
+        raise RecipeError([f"extends: circular chain {' -> '.join(str(p) for p in _chain + (path,))}"],
+                          str(path))
+    try:
+        with open(path, "rb") as fh:
+            data = tomli.load(fh)
+    except FileNotFoundError:
+        raise RecipeError([f"file not found: {path}"], str(path)) from None
+    except tomli.TOMLDecodeError as exc:
+        raise RecipeError([f"not valid TOML: {exc}"], str(path)) from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError([f"extends = {base!r}: expected a path or a list of paths"], str(path))
+    merged: dict = {}
+    for b in bases:
+        merged = deep_merge(merged, read_toml(path.parent / b, _chain + (path,)))
+    return _absolutise_locals(deep_merge(merged, data), path.parent)
+
+
+def _absolutise_locals(data: dict, folder: Path) -> dict:
+    local = data.get("plugins", {}).get("local") if isinstance(data.get("plugins"), dict) else None
+    if isinstance(local, list):
+        data["plugins"]["local"] = [str((folder / p).resolve()) if isinstance(p, str) else p
+                                    for p in local]
+    return data
+
+
+def parse_override(text: str) -> tuple[list, object]:
+    """``a.b=value`` -> (["a", "b"], value); the value is read as TOML, else taken as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError([f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100"], "--set")
+    try:
+        parsed = tomli.loads(f"v = {value}")["v"]
+    except tomli.TOMLDecodeError:
+        parsed = value
+    path = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    return path, parsed
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    problems = []
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    problems.append(f"--set {text}: {'.'.join(map(str, path[:i + 1]))} is not an "
+                                    "existing list item")
+                    break
+                node = node[part]
+            else:
+                if not isinstance(node, dict):
+                    problems.append(f"--set {text}: {'.'.join(map(str, path[:i]))} is not a table")
+                    break
+                node = node.setdefault(part, {})
+        else:
+            last = path[-1]
+            if isinstance(last, int) and isinstance(node, list) and last < len(node):
+                node[last] = value
+            elif isinstance(node, dict) and not isinstance(last, int):
+                node[last] = value
+            else:
+                problems.append(f"--set {text}: cannot set this key")
+    if problems:
+        raise RecipeError(problems, "--set")
+    return raw
+
+
+def load_local_plugins(raw: dict, source: str) -> None:
+    local = raw.get("plugins", {}).get("local", []) if isinstance(raw.get("plugins"), dict) else []
+    registry = get_registry()
+    problems = []
+    for i, path in enumerate(local if isinstance(local, list) else []):
+        name = f"local:{Path(str(path)).stem}"
+        if name in registry.plugins:
+            continue
+        spec = importlib.util.spec_from_file_location(f"memcore_local_{Path(str(path)).stem}", path)
+        if spec is None or not Path(str(path)).is_file():
+            problems.append(f"plugins.local[{i}] = {path!r}: no such Python file")
+            continue
+        module = importlib.util.module_from_spec(spec)
+        try:
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            problems.append(f"plugins.local[{i}] = {path!r}: {type(exc).__name__}: {exc}")
+            continue
+        info = registry.register_module(module, name)
+        if info.status != "ok":
+            problems.append(f"plugins.local[{i}] = {path!r}: {info.error}")
+    if problems:
+        raise RecipeError(problems, source)
+
+
+def load_recipe(path, overrides=()) -> tuple[Recipe, dict]:
+    """Read, merge, override and validate a recipe. Returns the Recipe and its resolved dict."""
+    raw = read_toml(Path(path))
+    raw = apply_overrides(raw, overrides)
+    return recipe_from_dict(raw, str(path))
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
+    load_local_plugins(raw, source)
+    recipe = structure(raw, Recipe, source)
+    problems = []
+    if not recipe.losses:
+        problems.append("losses: at least one loss is needed, e.g. [[losses]] kind = \"hinge\"")
+    if recipe.train.batch_size % recipe.train.micro_batches:
+        problems.append(f"train.micro_batches = {recipe.train.micro_batches}: must divide "
+                        f"train.batch_size = {recipe.train.batch_size}")
+    if problems:
+        raise RecipeError(problems, source)
+    return recipe, unstructure(recipe)
+
+
+def dumps(resolved: dict) -> str:
+    return tomli_w.dumps(_drop_none(resolved))
+
+
+def _drop_none(value):
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value

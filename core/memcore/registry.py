@@ -1,0 +1,257 @@
+"""Component registry: plugins found through entry points, loaded and called one at a time.
+
+pluggy's own ``load_setuptools_entrypoints`` stops at the first broken plugin. Here each entry point
+is imported, registered and called inside its own ``try``, so a broken plugin is reported by name
+(``memcore plugins``) and everything else keeps working. Environment variables:
+
+* ``MEMCORE_DISABLE_PLUGINS=a,b``: never load these plugins.
+* ``MEMCORE_LOAD_PLUGINS=a,b``: load only these (an empty value loads none).
+* ``MEMCORE_STRICT_PLUGINS=1``: re-raise the first plugin failure (for CI and plugin authors).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as md
+import os
+import traceback
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import MemcoreError
+
+KINDS = (
+    "generator",      # nn.Module: latent (+ condition) -> image
+    "discriminator",  # nn.Module: image (+ condition) -> logits
+    "block",          # nn.Module inserted into a backbone at a resolution: (B,C,H,W) -> (B,C,H,W)
+    "memory",         # memcore.Memory: state outside autograd, separate read/write
+    "loss",           # memcore.Loss: a term added to the D or G phase
+    "augment",        # nn.Module applied to every image D sees
+    "dataset",        # map-style dataset of (image in [-1, 1], label)
+    "metric",         # memcore.Metric: numbers computed from samples of the EMA generator
+    "extractor",      # feature network used by metrics
+)
+API_VERSION = "1"
+
+
+@attrs.define
+class Entry:
+    kind: str
+    name: str
+    factory: Any        # callable or "module:attr"
+    config: Any         # attrs class or "module:attr"
+    help: str
+    plugin: str
+
+    def load_factory(self) -> Callable:
+        return _resolve(self.factory, f"{self.kind}:{self.name} factory", self.plugin)
+
+    def load_config(self) -> type:
+        return _resolve(self.config, f"{self.kind}:{self.name} config", self.plugin)
+
+
+@attrs.define
+class PluginInfo:
+    name: str
+    dist: str | None
+    version: str | None
+    module: str
+    status: str = "ok"          # "ok" | "failed" | "disabled"
+    error: str | None = None     # one line
+    traceback: str | None = None
+    components: list[str] = attrs.Factory(list)
+
+
+class UnknownComponent(MemcoreError):
+    pass
+
+
+class PluginError(MemcoreError):
+    pass
+
+
+def _resolve(target, what, plugin):
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+    except Exception as exc:
+        raise PluginError(f"plugin '{plugin}' cannot import {what} '{target}': "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def did_you_mean(name: str, candidates) -> str:
+    close = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _env_list(var):
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return {x.strip() for x in raw.split(",") if x.strip()}
+
+
+class Registry:
+    """Components by (kind, name), and the plugins that provided them."""
+
+    def __init__(self):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.plugins: dict[str, PluginInfo] = {}
+        self.conflicts: dict[tuple[str, str], list[str]] = {}
+        self._current: str | None = None
+
+    # -- registration (called by plugins through memcore_register_components) --------------
+    def add(self, kind: str, name: str, factory, config=None, *, help: str = "") -> None:
+        """Register ``kind:name``. ``config`` is the attrs class of its recipe options."""
+        plugin = self._current or "<direct>"
+        if kind not in KINDS:
+            raise PluginError(f"plugin '{plugin}' registers unknown kind '{kind}'"
+                              f"{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
+        if config is None:
+            from .config import NoOptions
+            config = NoOptions
+        key = (kind, name)
+        if key in self.entries:
+            other = self.entries[key].plugin
+            self.conflicts.setdefault(key, [other]).append(plugin)
+            raise PluginError(f"{kind} '{name}' is registered by two plugins: '{other}' and "
+                              f"'{plugin}'; uninstall or disable one (MEMCORE_DISABLE_PLUGINS)")
+        self.entries[key] = Entry(kind, name, factory, config, help, plugin)
+        if plugin in self.plugins:
+            self.plugins[plugin].components.append(f"{kind}:{name}")
+
+    # -- loading ------------------------------------------------------------------------------
+    def load_entry_points(self, group: str = "memcore") -> None:
+        allow, deny = _env_list("MEMCORE_LOAD_PLUGINS"), _env_list("MEMCORE_DISABLE_PLUGINS") or set()
+        seen = set()
+        for ep in sorted(md.entry_points(group=group), key=lambda e: e.name):
+            if ep.name in seen:
+                continue
+            seen.add(ep.name)
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(ep.name, dist.name if dist else None,
+                              dist.version if dist else None, ep.value)
+            if ep.name in deny or (allow is not None and ep.name not in allow):
+                info.status = "disabled"
+                self.plugins[ep.name] = info
+                continue
+            self._load_one(info, ep.load)
+
+    def register_module(self, module, name: str | None = None, version: str | None = None):
+        """Register a plugin object directly (tests, local plugin files)."""
+        name = name or getattr(module, "__name__", repr(module))
+        info = PluginInfo(name, None, version, getattr(module, "__name__", repr(module)))
+        self._load_one(info, lambda: module)
+        return self.plugins[name]
+
+    def _load_one(self, info: PluginInfo, load: Callable[[], Any]) -> None:
+        self.plugins[info.name] = info
+        try:
+            module = load()
+            self.pm.register(module, name=info.name)
+        except Exception as exc:
+            return self._fail(info, exc, "failed to load")
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(name=info.name)
+            return self._fail(info, exc, "implements an unknown hook (see memcore/hookspecs.py)")
+        if not self._compatible(info, module):
+            return
+        impls = [i for i in self.pm.hook.memcore_register_components.get_hookimpls()
+                 if i.plugin_name == info.name]
+        self._current = info.name
+        try:
+            for impl in impls:
+                impl.function(registry=self)
+        except Exception as exc:
+            for key in [k for k, e in self.entries.items() if e.plugin == info.name]:
+                del self.entries[key]
+            self.pm.unregister(name=info.name)  # info.components keeps the names it meant to add
+            return self._fail(info, exc, "failed while registering components")
+        finally:
+            self._current = None
+
+    def _compatible(self, info, module) -> bool:
+        impl = getattr(module, "memcore_api_version", None)
+        if impl is None:
+            return True
+        try:
+            wanted = str(impl())
+        except Exception as exc:
+            self.pm.unregister(name=info.name)
+            self._fail(info, exc, "failed in memcore_api_version")
+            return False
+        if wanted.split(".")[0] != API_VERSION.split(".")[0]:
+            self.pm.unregister(name=info.name)
+            self._fail(info, PluginError(f"needs memcore API {wanted}, this memcore provides "
+                                         f"API {API_VERSION}"), "is incompatible")
+            return False
+        return True
+
+    def _fail(self, info, exc, what):
+        info.status = "failed"
+        info.error = f"{what}: {type(exc).__name__}: {exc}"
+        info.traceback = "".join(traceback.format_exception(exc))
+        if os.environ.get("MEMCORE_STRICT_PLUGINS") == "1":
+            raise PluginError(f"plugin '{info.name}' {info.error}") from exc
+
+    # -- lookup -------------------------------------------------------------------------------
+    def names(self, kind: str) -> list[str]:
+        return sorted(n for k, n in self.entries if k == kind)
+
+    def get(self, kind: str, name: str) -> Entry:
+        if (kind, name) in self.conflicts:
+            raise UnknownComponent(f"{kind} '{name}' is registered by several plugins "
+                                   f"({', '.join(self.conflicts[(kind, name)])}); disable all but one")
+        entry = self.entries.get((kind, name))
+        if entry is not None:
+            return entry
+        failed = [p for p in self.plugins.values() if p.status == "failed"]
+        owner = next((p for p in failed if f"{kind}:{name}" in p.components or p.name == name), None)
+        if owner is not None:
+            raise UnknownComponent(f"{kind} '{name}' comes from plugin '{owner.name}', which "
+                                   f"{owner.error}")
+        installed = ", ".join(self.names(kind)) or "none"
+        msg = f"unknown {kind} '{name}'{did_you_mean(name, self.names(kind))} (installed: {installed})"
+        if failed:
+            msg += "; plugins that failed to load: " + "; ".join(f"'{p.name}' {p.error}" for p in failed)
+        raise UnknownComponent(msg)
+
+    def failed(self) -> list[PluginInfo]:
+        return [p for p in self.plugins.values() if p.status == "failed"]
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loading entry points on first use."""
+    global _registry
+    if _registry is None:
+        reg = Registry()
+        reg.load_entry_points()
+        _registry = reg
+    return _registry
+
+
+@contextmanager
+def use_registry(registry: Registry) -> Iterator[Registry]:
+    """Make ``registry`` the process-wide one inside the block (tests, tools)."""
+    global _registry
+    saved, _registry = _registry, registry
+    try:
+        yield registry
+    finally:
+        _registry = saved

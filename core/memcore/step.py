@@ -1,0 +1,107 @@
+"""What a loss term sees during a phase: the batch, the networks, and lazily computed outputs.
+
+Outputs are computed on first use and shared by every term of the pass, so the adversarial loss
+and an auxiliary loss that both need ``d_fake`` cause one forward of D. In the D phase, ``d_real``
+and ``d_fake`` come from one call of D on ``cat([real, fake])`` (batch statistics see both, as in
+stylegan2-ada, and DDP sees one forward); G runs under ``no_grad`` there.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+
+def split_output(out, n: int):
+    """Split a D output (tensor or dict of batch-first tensors) at row ``n``."""
+    if isinstance(out, Mapping):
+        parts = {k: split_output(v, n) if isinstance(v, (torch.Tensor, Mapping)) else (v, v)
+                 for k, v in out.items()}
+        return {k: p[0] for k, p in parts.items()}, {k: p[1] for k, p in parts.items()}
+    return out[:n], out[n:]
+
+
+class StepContext:
+    def __init__(self, *, phase: str, pass_name: str, step: int, nets, models, real: torch.Tensor,
+                 labels: torch.Tensor | None, latent_generator: torch.Generator, device,
+                 memories: dict, recipe):
+        self.phase = phase              # "D" or "G": which network is being trained
+        self.pass_name = pass_name      # "D", "G", or "Dreg"/"Greg" for lazy terms
+        self.step = step
+        self.G, self.D = nets["G"], nets["D"]   # callables (DDP-wrapped when distributed)
+        self.models = models                     # unwrapped: memcore.Models
+        self.real = real
+        self.labels = labels                     # None when the data is unlabelled
+        self.batch_size = real.shape[0]
+        self.device = device
+        self.memories = memories
+        self.recipe = recipe
+        self.latent_generator = latent_generator
+        self.logs: dict[str, torch.Tensor] = {}
+        self._cache: dict[str, Any] = {}
+
+    # -- cached outputs -----------------------------------------------------------------------
+    def _cached(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def latents(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments of G for this pass (``z``, and ``c`` when conditional)."""
+        return self._cached("latents", lambda: self.models.G.sample_latent(
+            self.batch_size, self.latent_generator, self.device))
+
+    @property
+    def fake_labels(self) -> torch.Tensor | None:
+        return self.latents.get("c")
+
+    @property
+    def fake(self) -> torch.Tensor:
+        """G's images for this pass; detached (made under no_grad) in the D phase."""
+        def make():
+            if self.phase == "D":
+                with torch.no_grad():
+                    return self.G(**self.latents).detach()
+            return self.G(**self.latents)
+        return self._cached("fake", make)
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        aug = self.models.augment
+        return aug(images) if aug is not None else images
+
+    def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                     augment: bool = True):
+        """D on ``images`` (augmented unless told otherwise); labels only when conditional."""
+        x = self.augment(images) if augment else images
+        if self.models.D.num_classes and labels is not None:
+            return self.D(x, labels)
+        return self.D(x)
+
+    def _joint(self):
+        def make():
+            labels = None
+            if self.labels is not None and self.fake_labels is not None:
+                labels = torch.cat([self.labels, self.fake_labels])
+            out = self.discriminate(torch.cat([self.real, self.fake]), labels)
+            return split_output(out, self.batch_size)
+        return self._cached("joint", make)
+
+    @property
+    def d_real(self):
+        """D's output on the (augmented) real batch."""
+        if self.phase == "D":
+            return self._joint()[0]
+        return self._cached("d_real", lambda: self.discriminate(self.real, self.labels))
+
+    @property
+    def d_fake(self):
+        """D's output on the (augmented) fake batch."""
+        if self.phase == "D":
+            return self._joint()[1]
+        return self._cached("d_fake", lambda: self.discriminate(self.fake, self.fake_labels))
+
+    # -- logging ------------------------------------------------------------------------------
+    def log(self, name: str, value) -> None:
+        """Record a value for the log line (averaged over the logging interval)."""
+        self.logs[name] = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)

@@ -1,0 +1,491 @@
+"""The training loop: one place where the GAN step happens.
+
+Per iteration: ``d_steps`` D phases (each on a fresh real batch), lazy D terms when due, one G
+phase, lazy G terms when due, then the EMA update. Memory commits happen at the points their
+memories declare (``after_D``, ``after_G``, ``after_step``). Then logging, sample grids,
+checkpoints and metrics, each a separate concern.
+
+DDP follows the recipe in docs/architecture.md: G and D are wrapped separately with
+``broadcast_buffers=False`` (memory buffers are synchronised by the memory protocol, not by DDP);
+only the trained network has ``requires_grad`` on in a phase; the other runs under ``no_grad``
+or ``no_sync``; gradient accumulation is an explicit micro-batch loop, never
+``accelerator.accumulate`` (which silently skips D steps when two phases share its counter).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__, checkpoint, dist
+from .build import build_dataset, build_metrics, build_models
+from .data import BatchStream
+from .ema import update_ema
+from .errors import MemcoreError, TrainingStopped
+from .images import save_grid
+from .logs import RunLog, read_log
+from .memory import commit_all, memories_in
+from .protocols import logits_of
+from .recipe import Recipe, dumps
+from .report import write_report
+from .rundir import plugin_versions
+from .step import StepContext
+
+
+def make_accelerator(recipe: Recipe, find_unused: bool = False):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    kwargs = DistributedDataParallelKwargs(broadcast_buffers=False,
+                                           find_unused_parameters=find_unused)
+    return Accelerator(mixed_precision=recipe.train.precision, kwargs_handlers=[kwargs],
+                       gradient_accumulation_steps=1, step_scheduler_with_optimizer=False)
+
+
+def _optimizer(spec, params):
+    cls = torch.optim.AdamW if spec.kind == "adamw" else torch.optim.Adam
+    return cls(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps,
+               weight_decay=spec.weight_decay)
+
+
+class _Interrupt:
+    """First Ctrl-C asks for a clean stop at the end of the step; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, resolved: dict, run_dir: Path, resume_from: Path | None = None):
+        self.recipe, self.resolved, self.run_dir = recipe, resolved, Path(run_dir)
+        t = recipe.train
+        self.dataset = build_dataset(recipe)
+        self.models = build_models(recipe, self.dataset)
+        self.metrics = build_metrics(recipe, self.dataset)
+        find_unused = any(getattr(m, "ddp_find_unused", False)
+                          for root in (self.models.G, self.models.D) for m in root.modules())
+        self.accelerator = make_accelerator(recipe, find_unused)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        if t.batch_size % (self.world * t.micro_batches):
+            raise MemcoreError(f"train.batch_size = {t.batch_size} must be divisible by the number of "
+                               f"processes ({self.world}) x train.micro_batches ({t.micro_batches})")
+        self.device = self.accelerator.device
+        self.step = 0
+        self.best: dict = {}
+        if t.init_from:
+            self._init_from(t.init_from)
+        self._freeze(t.freeze)
+        self._prepare()
+        self.stream = BatchStream(self.dataset, t.batch_size, t.seed, self.rank, self.world,
+                                  t.num_workers)
+        self.latent_generator = torch.Generator().manual_seed(t.seed * 1000 + self.rank + 1)
+        torch.manual_seed(t.seed * 1000 + self.rank + 7)
+        self.memories = memories_in(self.models.G, self.models.D, self.models.augment)
+        if resume_from is not None:
+            self._load(checkpoint.load(resume_from))
+
+    # -- setup --------------------------------------------------------------------------------
+    def _init_from(self, source: str) -> None:
+        state = checkpoint.load(checkpoint.resolve(source, prefer="latest"))
+        report = []
+        for role, net in (("G", self.models.G), ("D", self.models.D), ("G_ema", self.models.G_ema)):
+            sd = state["models"].get(role)
+            if net is None or sd is None:
+                continue
+            result = net.load_state_dict(sd, strict=False)
+            if result.unexpected_keys:
+                raise MemcoreError(f"train.init_from = {source!r}: {role} has no parameters named "
+                                   f"{', '.join(result.unexpected_keys[:5])}")
+            report.append(f"{role}: {len(sd)} tensors loaded, {len(result.missing_keys)} new")
+        self.init_report = report
+
+    def _freeze(self, names) -> None:
+        roots = {"G": self.models.G, "D": self.models.D}
+        for name in names:
+            role, _, sub = name.partition(".")
+            root = roots.get(role)
+            module = None
+            if root is not None:
+                try:
+                    module = root.get_submodule(sub) if sub else root
+                except AttributeError:
+                    module = None
+            if module is None:
+                known = [f"{r}.{n}" for r, m in roots.items() for n, _ in m.named_children()]
+                raise MemcoreError(f"train.freeze: no module '{name}' (top-level modules: "
+                                   f"{', '.join(known)})")
+            module.requires_grad_(False)
+            module.memcore_frozen = True
+        self.frozen = list(names)
+
+    def _prepare(self) -> None:
+        G, D = self.models.G, self.models.D
+        params_G = [p for p in G.parameters() if p.requires_grad]
+        params_D = [p for p in D.parameters() if p.requires_grad]
+        if not params_D:
+            raise MemcoreError("the discriminator has no trainable parameters")
+        o = self.recipe.optim
+        self.opt_G = _optimizer(o.G, params_G) if params_G else None
+        self.opt_D = _optimizer(o.D, params_D)
+        # DDP must see requires_grad on at prepare time, else on GPU it silently skips wrapping.
+        to_prepare = [G, D, self.opt_D] + ([self.opt_G] if self.opt_G else [])
+        prepared = self.accelerator.prepare(*to_prepare)
+        self.G, self.D, self.opt_D = prepared[0], prepared[1], prepared[2]
+        if self.opt_G:
+            self.opt_G = prepared[3]
+        self.models.G, self.models.D = self.accelerator.unwrap_model(self.G), \
+            self.accelerator.unwrap_model(self.D)
+        for extra in (self.models.G_ema, self.models.augment):
+            if extra is not None:
+                extra.to(self.device)
+        for loss in self.models.losses:
+            if isinstance(loss, nn.Module):
+                loss.to(self.device)
+        self._trainable = {"G": params_G, "D": params_D}
+        G.requires_grad_(False)
+        D.requires_grad_(False)
+
+    # -- phases -------------------------------------------------------------------------------
+    def _set_trainable(self, phase: str) -> None:
+        for p in self._trainable["D"]:
+            p.requires_grad_(phase == "D")
+        for p in self._trainable["G"]:
+            p.requires_grad_(phase == "G")
+
+    def _terms(self, phase: str, lazy: bool):
+        return [l for l in self.models.losses if phase in l.phases and ((l.every > 1) == lazy)
+                and (not lazy or self.step % l.every == 0)]
+
+    def _run_pass(self, phase: str, pass_name: str, terms, real, labels, logs) -> None:
+        opt = self.opt_D if phase == "D" else self.opt_G
+        if not terms or opt is None:
+            return
+        trained, other = (self.D, self.G) if phase == "D" else (self.G, self.D)
+        self._set_trainable(phase)
+        for m in self.models.modules_with("before_phase"):
+            m.before_phase(self._ctx_info(phase, pass_name))
+        n_micro = self.recipe.train.micro_batches
+        total = None
+        for i, (real_i, labels_i) in enumerate(zip(real.chunk(n_micro), _chunk(labels, n_micro))):
+            sync = i == n_micro - 1
+            ctx = StepContext(phase=phase, pass_name=pass_name, step=self.step,
+                              nets={"G": self.G, "D": self.D}, models=self.models, real=real_i,
+                              labels=labels_i, latent_generator=self.latent_generator,
+                              device=self.device, memories=self.memories, recipe=self.recipe)
+            sync_ctx = contextlib.nullcontext() if sync else self.accelerator.no_sync(trained)
+            with sync_ctx, self.accelerator.no_sync(other), self.accelerator.autocast():
+                loss = 0.0
+                for term in terms:
+                    value = term(ctx)
+                    if value is None:
+                        continue
+                    scale = term.weight * (term.every if term.every > 1 else 1)
+                    loss = loss + value.float() * scale
+                    ctx.log(f"loss/{pass_name}/{type(term).__name__}", value)
+                if not isinstance(loss, torch.Tensor):
+                    continue
+                self._check_finite(loss, pass_name)
+                self.accelerator.backward(loss / n_micro)
+            total = loss.detach() if total is None else total + loss.detach()
+            for k, v in ctx.logs.items():
+                logs[k].append(v.float().mean())
+        if total is not None:
+            logs[f"loss/{pass_name}"].append(total / n_micro)
+            self._step_optimizer(opt, phase)
+        self._set_trainable("none")
+        for m in self.models.modules_with("after_phase"):
+            m.after_phase(self._ctx_info(phase, pass_name))
+
+    def _ctx_info(self, phase, pass_name):
+        return StepContext(phase=phase, pass_name=pass_name, step=self.step,
+                           nets={"G": self.G, "D": self.D}, models=self.models,
+                           real=torch.empty(0), labels=None, latent_generator=self.latent_generator,
+                           device=self.device, memories=self.memories, recipe=self.recipe)
+
+    def _check_finite(self, loss, pass_name) -> None:
+        bad = not bool(torch.isfinite(loss).item())
+        if dist.any_rank(bad, device=self.device):
+            raise TrainingStopped(
+                f"non-finite {pass_name} loss at step {self.step}"
+                f"{' on rank ' + str(self.rank) if bad and self.world > 1 else ''}; stopped on every "
+                f"process. Last good checkpoint: {checkpoint.latest(self.run_dir) or 'none yet'}. "
+                "Lower the learning rate, try train.precision = \"no\", or check the loss terms.")
+
+    def _step_optimizer(self, opt, phase) -> None:
+        params = self._trainable[phase]
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        if self.recipe.train.max_grad_norm:
+            self.accelerator.clip_grad_norm_(params, self.recipe.train.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def train_step(self, logs) -> None:
+        t = self.recipe.train
+        for _ in range(t.d_steps):
+            real, labels = self._next_batch()
+            self._run_pass("D", "D", self._terms("D", lazy=False), real, labels, logs)
+        self._run_pass("D", "Dreg", self._terms("D", lazy=True), real, labels, logs)
+        commit_all(self.memories.values(), "after_D")
+        self._run_pass("G", "G", self._terms("G", lazy=False), real, labels, logs)
+        self._run_pass("G", "Greg", self._terms("G", lazy=True), real, labels, logs)
+        commit_all(self.memories.values(), "after_G")
+        commit_all(self.memories.values(), "after_step")
+        self.step += 1
+        if self.models.G_ema is not None and self.step % self.recipe.ema.every == 0:
+            decay = 0.0 if self.step <= self.recipe.ema.start else self.recipe.ema.decay
+            update_ema(self.models.G_ema, self.models.G, decay, self.recipe.ema.buffers)
+
+    def _next_batch(self):
+        images, labels = self.stream.next()
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device) if self.dataset.num_classes else None
+        return images, labels
+
+    # -- the loop -----------------------------------------------------------------------------
+    def train(self) -> dict:
+        t = self.recipe.train
+        main = self.accelerator.is_main_process
+        self._truncate_log()
+        self.log = RunLog(self.run_dir, t.steps, self.step, t.progress, main)
+        for m in self.metrics:
+            m.preflight()
+        if main and getattr(self, "init_report", None):
+            self.log.message("init_from: " + "; ".join(self.init_report))
+        logs = defaultdict(list)
+        t_last, step_last = time.perf_counter(), self.step
+        stopped = None
+        try:
+            with _Interrupt() as interrupt:
+                while self.step < t.steps:
+                    self.train_step(logs)
+                    if self.step % t.log_every == 0 or self.step == t.steps:
+                        now = time.perf_counter()
+                        rate = (self.step - step_last) * t.batch_size / max(now - t_last, 1e-9)
+                        self._write_log(logs, rate)
+                        t_last, step_last, logs = now, self.step, defaultdict(list)
+                    if self.step % t.sample_every == 0 or self.step == t.steps:
+                        self.save_samples()
+                    due_metrics = [m for m in self.metrics if m.options.every
+                                   and self.step % m.options.every == 0 and self.step != t.steps]
+                    if due_metrics:
+                        self.evaluate(due_metrics)
+                    if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                        self.save_checkpoint()
+                    if dist.any_rank(interrupt.requested, device=self.device):
+                        stopped = "interrupted"
+                        break
+                if stopped is None and self.metrics:
+                    self.evaluate(self.metrics)
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+        finally:
+            if stopped == "interrupted":
+                path = self.save_checkpoint()
+                self.log.message(f"interrupted: saved {path}; continue with "
+                                 f"`memcore run --resume {self.run_dir}`")
+            self.log.close()
+            if main:
+                write_report(self.run_dir, self.run_dir.name, self._report_notes())
+        if stopped == "interrupted":
+            raise TrainingStopped(f"interrupted at step {self.step}; checkpoint saved in "
+                                  f"{self.run_dir / 'checkpoints'}")
+        return {"step": self.step, "run_dir": str(self.run_dir)}
+
+    def _truncate_log(self) -> None:
+        """On resume, drop log lines written after the checkpoint by the interrupted run."""
+        path = self.run_dir / "log.jsonl"
+        if self.accelerator.is_main_process and path.exists():
+            import json
+            keep = [r for r in read_log(self.run_dir) if r["step"] <= self.step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def _write_log(self, logs, rate) -> None:
+        values = {k: float(torch.stack(v).mean()) for k, v in logs.items() if v}
+        values = {k: float(dist.all_reduce_mean(torch.tensor(v)).item()) for k, v in values.items()} \
+            if self.world > 1 else values
+        values["img_per_s"] = rate
+        for name, mem in self.memories.items():
+            for k, v in mem.stats().items():
+                values[f"memory/{name}/{k}"] = float(v)
+        self.log.write(self.step, values)
+        short = " ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in values.items()
+                         if k in ("loss/D", "loss/G"))
+        mem = " ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in values.items()
+                       if k.startswith("memory/") and k.endswith(("used", "entropy")))
+        self.log.progress(self.step - (self.log.bar.n if self.log.bar else self.step),
+                          f"{short} | {rate:.0f} img/s" + (f" | {mem}" if mem else ""))
+
+    # -- outputs ------------------------------------------------------------------------------
+    def sampling_generator(self) -> nn.Module:
+        return self.models.G_ema if self.models.G_ema is not None else self.models.G
+
+    @torch.no_grad()
+    def save_samples(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        images = sample_images(self.sampling_generator(), self.recipe.train.grid_size,
+                               self.recipe.train.seed, self.device)
+        folder = self.run_dir / "samples"
+        save_grid(images, folder / f"step-{self.step:07d}.png")
+        save_grid(images, folder / "latest.png")
+
+    def evaluate(self, metrics) -> dict:
+        import json
+        from .evaluation import MetricSession
+        session = MetricSession(self.sampling_generator(), self.dataset, self.device,
+                                self.run_dir, self.step, self.recipe)
+        results = {}
+        for spec, m in zip(self.recipe.metrics, metrics):
+            out = m.compute(session)
+            values = {k: v for k, v in out.items() if isinstance(v, (int, float))}
+            protocol = {k: v for k, v in out.items() if not isinstance(v, (int, float))}
+            results[m.key] = (values, protocol, m)
+            if self.accelerator.is_main_process:
+                with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps({"step": self.step, "metric": spec.kind, "values": values,
+                                         "protocol": protocol}) + "\n")
+                self.log.write(self.step, {f"metric/{k}": v for k, v in values.items()})
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+                self.log.message(f"step {self.step}: {shown} ({protocol.get('extractor', spec.kind)})")
+        self._track_best(results)
+        return results
+
+    def _track_best(self, results) -> None:
+        if not results:
+            return
+        key = self.recipe.train.best_metric or next(iter(results))
+        for name, (values, _, m) in results.items():
+            if key in values:
+                value, higher = values[key], m.higher_is_better
+                old = self.best.get("value")
+                if old is None or (value > old if higher else value < old):
+                    self.best = {"key": key, "value": float(value), "step": self.step}
+                    self._best_pending = True
+
+    def state_dict(self) -> dict:
+        models = {"G": self.models.G.state_dict(), "D": self.models.D.state_dict()}
+        if self.models.G_ema is not None:
+            models["G_ema"] = self.models.G_ema.state_dict()
+        if self.models.augment is not None:
+            models["augment"] = self.models.augment.state_dict()
+        rng = dist.gather_object({"torch": torch.get_rng_state(),
+                                  "latent": self.latent_generator.get_state(),
+                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
+        scaler = self.accelerator.scaler
+        return {
+            "format": checkpoint.FORMAT, "memcore": __version__, "step": self.step,
+            "models": models,
+            "losses": [l.state_dict() if isinstance(l, nn.Module) else None for l in self.models.losses],
+            "optim": {"G": self.opt_G.state_dict() if self.opt_G else None, "D": self.opt_D.state_dict()},
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "data": self.stream.state_dict(), "rng": rng, "best": dict(self.best),
+            "recipe": dumps(self.resolved), "plugins": plugin_versions(), "world_size": self.world,
+            "dataset": {"resolution": self.dataset.resolution, "channels": self.dataset.channels,
+                        "num_classes": self.dataset.num_classes},
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        if self.world > 1 and self.recipe.train.check_consistency:
+            check_consistency(self.models)
+        state = self.state_dict()
+        path = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+        if self.accelerator.is_main_process:
+            checkpoint.save_atomic(state, path)
+            if getattr(self, "_best_pending", False):
+                checkpoint.mark_best(path)
+                self._best_pending = False
+            checkpoint.prune(self.run_dir, self.recipe.train.keep_last)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def _load(self, state: dict) -> None:
+        m = self.models
+        m.G.load_state_dict(state["models"]["G"])
+        m.D.load_state_dict(state["models"]["D"])
+        if m.G_ema is not None and "G_ema" in state["models"]:
+            m.G_ema.load_state_dict(state["models"]["G_ema"])
+        if m.augment is not None and "augment" in state["models"]:
+            m.augment.load_state_dict(state["models"]["augment"])
+        for loss, sd in zip(m.losses, state.get("losses", [])):
+            if sd is not None and isinstance(loss, nn.Module):
+                loss.load_state_dict(sd)
+        if self.opt_G is not None and state["optim"]["G"] is not None:
+            self.opt_G.load_state_dict(state["optim"]["G"])
+        self.opt_D.load_state_dict(state["optim"]["D"])
+        if self.accelerator.scaler is not None and state.get("scaler"):
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.stream.load_state_dict(state["data"])
+        rng = state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0]
+        torch.set_rng_state(rng["torch"])
+        self.latent_generator.set_state(rng["latent"])
+        if torch.cuda.is_available() and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = int(state["step"])
+        self.best = dict(state.get("best", {}))
+
+    def _report_notes(self) -> list[str]:
+        notes = [f"memcore {__version__}; {self.world} process(es) on {self.device}; "
+                 f"dataset: {getattr(self.dataset, 'description', '')} ({len(self.dataset)} images)"]
+        if self.best:
+            notes.append(f"Best {self.best['key']}: {self.best['value']:.4g} at step {self.best['step']}")
+        return notes
+
+
+def _chunk(labels, n):
+    return labels.chunk(n) if labels is not None else [None] * n
+
+
+@torch.no_grad()
+def sample_images(G: nn.Module, n: int, seed: int, device, batch: int = 64) -> torch.Tensor:
+    """``n`` images from fixed latents drawn from ``seed`` (the same for every call)."""
+    was_training = G.training
+    G.eval()
+    gen = torch.Generator().manual_seed(seed + 12345)
+    out = []
+    for start in range(0, n, batch):
+        latents = G.sample_latent(min(batch, n - start), gen, device)
+        out.append(G(**latents).float().cpu())
+    G.train(was_training)
+    return torch.cat(out)
+
+
+def check_consistency(models) -> None:
+    """Compare every parameter and buffer across ranks; name the first ones that differ."""
+    drift = []
+    for role, net in (("G", models.G), ("D", models.D), ("G_ema", models.G_ema)):
+        if net is None:
+            continue
+        for name, t in list(net.named_parameters()) + list(net.named_buffers()):
+            ref = dist.broadcast_rows(t.detach().clone().reshape(-1) if t.dim() else t.detach().reshape(1))
+            if not torch.equal(ref, t.detach().reshape(-1) if t.dim() else t.detach().reshape(1)):
+                drift.append(f"{role}.{name}")
+    if dist.any_rank(bool(drift)):
+        raise MemcoreError("ranks disagree on " + (", ".join(drift[:8]) or "state held by another rank")
+                           + " — a component keeps per-rank state outside the memory protocol")

@@ -1,0 +1,1 @@
+"""DCGAN-style backbones, GAN losses and DiffAugment for memcore."""
