@@ -71,7 +71,7 @@ def build_models(recipe: Recipe, dataset) -> Models:
     losses = [_make("loss", spec, attrs.evolve(ctx, role=f"losses[{i}]"))
               for i, spec in enumerate(recipe.losses)]
     models = Models(G=G, D=D, G_ema=G_ema, augment=augment, losses=losses)
-    for m in models.modules_with("on_build"):
+    for m in models.modules_with("on_build", include_ema=True):
         m.on_build(models)
     return models
 

@@ -18,6 +18,7 @@ class Commands:
     def __init__(self, subparsers):
         self.subparsers = subparsers
         self.handlers = {}
+        self._viz = None
 
     def add(self, name, help, configure, handler):
         if name in self.handlers:
@@ -25,6 +26,19 @@ class Commands:
         parser = self.subparsers.add_parser(name, help=help, description=help)
         configure(parser)
         self.handlers[name] = handler
+        return parser
+
+    def add_viz(self, name, help, configure, handler):
+        """A ``memcore viz NAME ...`` visualisation (several plugins share the ``viz`` command)."""
+        if self._viz is None:
+            viz = self.subparsers.add_parser("viz", help="Visualisations from plugins.")
+            self._viz = viz.add_subparsers(dest="viz_command", required=True)
+            self.handlers["viz"] = lambda args: self.handlers[("viz", args.viz_command)](args)
+        if ("viz", name) in self.handlers:
+            raise MemcoreError(f"visualisation '{name}' is defined twice")
+        parser = self._viz.add_parser(name, help=help, description=help)
+        configure(parser)
+        self.handlers[("viz", name)] = handler
         return parser
 
 
@@ -188,10 +202,15 @@ def load_generator(run: str, use_ema: bool = True, which: str = "latest"):
 
 
 def cmd_sample(args) -> int:
-    from .images import save_grid
+    from .images import load_image, save_grid
     from .trainer import sample_images
     G, _, state = load_generator(args.run, not args.no_ema, args.checkpoint)
-    images = sample_images(G, args.n, args.seed, "cpu")
+    condition = {}
+    if args.exemplar:
+        info = state["dataset"]
+        condition["exemplar"] = torch_cat([load_image(Path(p), info["resolution"], info["channels"])
+                                           for p in args.exemplar])
+    images = sample_images(G, args.n, args.seed, "cpu", condition=condition)
     out = save_grid(images, Path(args.out))
     print(f"{args.n} samples from step {state['step']} ({'G' if args.no_ema else 'EMA G'}) -> {out}")
     return 0
@@ -263,6 +282,8 @@ def build_parser():
         p.add_argument("--out", default="samples.png")
         p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
         p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
+        p.add_argument("--exemplar", action="append", metavar="IMAGE",
+                       help="Condition on this image (generators that support exemplars).")
     commands.add("sample", "Write a grid of samples from a run.", sample_args, cmd_sample)
 
     def eval_args(p):
@@ -281,6 +302,11 @@ def build_parser():
         except Exception as exc:  # a plugin's broken command must not break the others
             print(f"warning: plugin '{impl.plugin_name}' could not add commands: {exc}", file=sys.stderr)
     return parser, commands
+
+
+def torch_cat(tensors):
+    import torch
+    return torch.cat(tensors)
 
 
 def version_text() -> str:

@@ -51,8 +51,17 @@ class Generator(nn.Module):
     z_dim: int = 128
     num_classes: int = 0
 
-    def sample_latent(self, n: int, generator: torch.Generator, device) -> dict[str, torch.Tensor]:
-        """Keyword arguments for :meth:`forward` for ``n`` samples, drawn from ``generator``."""
+    def sample_latent(self, n: int, generator: torch.Generator, device,
+                      **condition) -> dict[str, torch.Tensor]:
+        """Keyword arguments for :meth:`forward` for ``n`` samples, drawn from ``generator``.
+
+        ``condition`` carries optional user conditions (``exemplar``: images, from
+        ``memcore sample --exemplar``); a generator that does not support one must say so.
+        """
+        if condition:
+            from .errors import MemcoreError
+            raise MemcoreError(f"{type(self).__name__} does not take {', '.join(condition)} "
+                               "(it is an unconditional or label-conditional generator)")
         z = torch.randn(n, self.z_dim, generator=generator).to(device)
         out = {"z": z}
         if self.num_classes:
@@ -190,10 +199,12 @@ class Models:
     augment: nn.Module | None
     losses: list
 
-    def modules_with(self, method: str) -> Iterator[Any]:
+    def modules_with(self, method: str, include_ema: bool = False) -> Iterator[Any]:
         """Every module or loss that defines ``method`` (for the optional callbacks)."""
         seen = set()
         roots = [self.G, self.D] + ([self.augment] if self.augment is not None else [])
+        if include_ema and self.G_ema is not None:
+            roots.append(self.G_ema)
         for root in roots:
             for m in root.modules():
                 if id(m) not in seen and callable(getattr(m, method, None)):

@@ -40,7 +40,11 @@ from .step import StepContext
 
 def make_accelerator(recipe: Recipe, find_unused: bool = False):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
+    # Several runs in one process (tests, studies) may differ in precision; the process group
+    # (PartialState) is kept.
+    AcceleratorState._reset_state()
     kwargs = DistributedDataParallelKwargs(broadcast_buffers=False,
                                            find_unused_parameters=find_unused)
     return Accelerator(mixed_precision=recipe.train.precision, kwargs_handlers=[kwargs],
@@ -463,14 +467,18 @@ def _chunk(labels, n):
 
 
 @torch.no_grad()
-def sample_images(G: nn.Module, n: int, seed: int, device, batch: int = 64) -> torch.Tensor:
-    """``n`` images from fixed latents drawn from ``seed`` (the same for every call)."""
+def sample_images(G: nn.Module, n: int, seed: int, device, batch: int = 64,
+                  condition: dict | None = None) -> torch.Tensor:
+    """``n`` images from fixed latents drawn from ``seed`` (the same for every call).
+
+    ``condition`` (e.g. ``{"exemplar": images}``) is passed to ``G.sample_latent``.
+    """
     was_training = G.training
     G.eval()
     gen = torch.Generator().manual_seed(seed + 12345)
     out = []
     for start in range(0, n, batch):
-        latents = G.sample_latent(min(batch, n - start), gen, device)
+        latents = G.sample_latent(min(batch, n - start), gen, device, **(condition or {}))
         out.append(G(**latents).float().cpu())
     G.train(was_training)
     return torch.cat(out)
