@@ -216,7 +216,8 @@ def _component_hook(t, conv):
         try:
             entry = registry.get(kind, name)
         except UnknownComponent as exc:
-            raise _Problem(str(exc)) from None
+            raise ClassValidationError(f"While structuring {kind}", [_note(_Problem(str(exc)), "kind")],
+                                       t) from None
         body = {k: v for k, v in val.items() if k not in ("kind", "blocks")}
         errors = []
         options = blocks = None
@@ -243,6 +244,24 @@ def _note(exc, name):
     return exc
 
 
+def _checked_attrs_hook(cls, conv):
+    """attrs classes: structure, then run every ``option(check=...)`` of the class."""
+    from cattrs.gen import make_dict_structure_fn
+    base = make_dict_structure_fn(cls, conv)
+    checks = [(f.name, f.metadata["check"]) for f in attrs.fields(cls) if f.metadata.get("check")]
+
+    def hook(val, t):
+        if not isinstance(val, Mapping):
+            raise _Problem(f"expected a table, got {_describe(val)}")
+        obj = base(val, t)
+        errors = [_note(_Problem(f"expected {problem}"), name) for name, check in checks
+                  if (problem := check(getattr(obj, name)))]
+        if errors:
+            raise ClassValidationError(f"While checking {cls.__name__}", errors, cls)
+        return obj
+    return hook
+
+
 def make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     for kind in (int, float, bool, str):
@@ -253,6 +272,9 @@ def make_converter() -> cattrs.Converter:
                                          lambda t: _tuple_hook(t, conv))
     conv.register_structure_hook_factory(lambda t: typing.get_origin(t) is list or t is list,
                                          lambda t: _list_hook(t, conv))
+    conv.register_structure_hook_factory(
+        lambda t: attrs.has(t) and not (isinstance(t, type) and issubclass(t, Component)),
+        lambda t: _checked_attrs_hook(t, conv))
     conv.register_structure_hook_factory(
         lambda t: isinstance(t, type) and issubclass(t, Component) and t is not Component,
         lambda t: _component_hook(t, conv))
@@ -317,31 +339,6 @@ def collect_problems(exc: BaseException, raw, path=()) -> list[str]:
     return [f"{_fmt_path(path)}{shown}: {msg}"]
 
 
-def run_checks(obj, path=()) -> list[str]:
-    """Run every ``option(check=...)`` in a structured tree and report failures by key path."""
-    out = []
-    if isinstance(obj, Component):
-        out += run_checks(obj.options, path)
-        for i, b in enumerate(obj.blocks):
-            out += run_checks(b, path + ("blocks", i))
-        return out
-    if isinstance(obj, (list, tuple)):
-        for i, item in enumerate(obj):
-            out += run_checks(item, path + (i,))
-        return out
-    if not attrs.has(type(obj)):
-        return out
-    for f in attrs.fields(type(obj)):
-        value = getattr(obj, f.name)
-        check = f.metadata.get("check")
-        if check is not None:
-            expected = check(value)
-            if expected:
-                out.append(f"{_fmt_path(path + (f.name,))} = {value!r}: expected {expected}")
-        out += run_checks(value, path + (f.name,))
-    return out
-
-
 def structure(raw: dict, cls: type, source: str = "recipe"):
     """Structure ``raw`` into ``cls`` or raise :class:`RecipeError` listing every problem."""
     try:
@@ -349,9 +346,6 @@ def structure(raw: dict, cls: type, source: str = "recipe"):
     except Exception as exc:
         problems = collect_problems(exc, raw)
         raise RecipeError(problems or [f"{type(exc).__name__}: {exc}"], source) from None
-    problems = run_checks(obj)
-    if problems:
-        raise RecipeError(problems, source)
     return obj
 
 

@@ -9,6 +9,9 @@ method) with gradients flowing to the query only. Writing is two-step:
    eval mode unless ``write_in_eval`` is set.
 2. At the declared point of the step (``write_at``) the core commits: it applies the distributed
    policy ``sync`` to the staged rows, then calls ``write(items, generator)`` under ``no_grad``.
+   Rows staged after that point (say, in the G phase of a memory written ``after_D``) are dropped
+   at the end of the step, so no pending write is ever carried across a checkpoint; a memory that
+   wants every row of the step declares ``write_at = "after_step"``.
 
 ``sync`` is implemented here once, for every plugin:
 

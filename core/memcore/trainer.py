@@ -260,6 +260,8 @@ class Trainer:
         self._run_pass("G", "Greg", self._terms("G", lazy=True), real, labels, logs)
         commit_all(self.memories.values(), "after_G")
         commit_all(self.memories.values(), "after_step")
+        for memory in self.memories.values():
+            memory.discard_staged()  # staged after its write point: never carried across steps
         self.step += 1
         if self.models.G_ema is not None and self.step % self.recipe.ema.every == 0:
             decay = 0.0 if self.step <= self.recipe.ema.start else self.recipe.ema.decay

@@ -1,0 +1,1 @@
+"""Fast Weight Painters for memcore: see README.md."""

@@ -1,0 +1,1 @@
+"""MFH: Learning to Memorize Feature Hallucination for one-shot image generation."""

@@ -1,0 +1,193 @@
+"""End-to-end training behaviour: outputs, bitwise resume, NaN stop, Ctrl-C, two-stage runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import run_cli, tiny_recipe, with_block_plugin, write_recipe
+
+NAN_PLUGIN = '''
+import torch
+import memcore
+
+
+class NanAtStep(memcore.Loss):
+    phases = ("D",)
+
+    def __call__(self, ctx):
+        return torch.tensor(float("nan")) if ctx.step >= 3 else ctx.real.sum() * 0
+
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("loss", "nan-at-step-3", NanAtStep, memcore.LossOptions, help="test only")
+'''
+
+
+def _run_dir(tmp_path, n=1, stem="r"):
+    return tmp_path / "runs" / f"{n:04d}-{stem}"
+
+
+def _load(path):
+    return torch.load(path, weights_only=True)
+
+
+def _assert_same_state(a, b):
+    for role in ("G", "D", "G_ema"):
+        for k, v in a["models"][role].items():
+            assert torch.equal(v, b["models"][role][k]), f"{role}.{k} differs"
+    for role in ("G", "D"):
+        sa, sb = a["optim"][role]["state"], b["optim"][role]["state"]
+        for i in sa:
+            for k in sa[i]:
+                assert torch.equal(torch.as_tensor(sa[i][k]), torch.as_tensor(sb[i][k])), (role, i, k)
+    assert a["data"] == b["data"] and a["step"] == b["step"]
+
+
+def test_few_step_run_writes_everything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = with_block_plugin(tmp_path, tiny_recipe())
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 0
+    run = _run_dir(tmp_path)
+    for name in ("recipe.resolved.toml", "plugins.json", "log.jsonl", "report.md", "losses.png",
+                 "samples/latest.png", "checkpoints/step-0000004.pt"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").iterdir())
+    records = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    assert {"loss/D", "loss/G", "img_per_s"} <= set(records[-1])
+    assert records[-1]["memory/G.slots.stages.14.0.memory/rows"] > 0
+    state = _load(run / "checkpoints" / "step-0000004.pt")
+    assert state["step"] == 4 and "base" in state["plugins"]
+    assert "[generator]" in state["recipe"]
+    # memory buffers are saved with G, copied (not averaged) into the EMA generator
+    key = "slots.stages.14.0.memory.rows"
+    assert state["models"]["G"][key] == state["models"]["G_ema"][key] > 0
+    # keep_last 3: the step-2 and step-4 checkpoints only (checkpoint_every 2)
+    assert len(list((run / "checkpoints").glob("step-*.pt"))) == 2
+
+
+def test_resume_is_bitwise_identical(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = with_block_plugin(tmp_path, tiny_recipe())
+    recipe["train"].update(steps=6, checkpoint_every=3, keep_last=5)
+    recipe["augment"] = {"kind": "diffaugment"}
+    recipe["losses"].append({"kind": "r1", "every": 2, "gamma": 1.0})
+    full = write_recipe(tmp_path / "full.toml", recipe)
+    assert run_cli("run", full) == 0
+    recipe["train"]["steps"] = 3
+    part = write_recipe(tmp_path / "part.toml", recipe)
+    assert run_cli("run", part) == 0
+    assert run_cli("run", "--resume", _run_dir(tmp_path, 2, "part"), "--set", "train.steps=6") == 0
+    a = _load(_run_dir(tmp_path, 1, "full") / "checkpoints" / "step-0000006.pt")
+    b = _load(_run_dir(tmp_path, 2, "part") / "checkpoints" / "step-0000006.pt")
+    _assert_same_state(a, b)
+    steps = [json.loads(l)["step"] for l in
+             (_run_dir(tmp_path, 2, "part") / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nanplugin.py").write_text(NAN_PLUGIN)
+    recipe = tiny_recipe()
+    recipe["train"]["steps"] = 6
+    recipe["plugins"] = {"local": [str(tmp_path / "nanplugin.py")]}
+    recipe["losses"].append({"kind": "nan-at-step-3"})
+    code = run_cli("run", write_recipe(tmp_path / "r.toml", recipe))
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "non-finite D loss at step 3" in err and "Traceback" not in err
+    assert "step-0000002.pt" in err
+    ckpts = sorted(p.name for p in (_run_dir(tmp_path) / "checkpoints").glob("step-*.pt"))
+    assert ckpts == ["step-0000002.pt"]
+    state = _load(_run_dir(tmp_path) / "checkpoints" / "step-0000002.pt")
+    assert all(torch.isfinite(v).all() for v in state["models"]["G"].values() if v.is_floating_point())
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path):
+    recipe = tiny_recipe()
+    recipe["train"].update(steps=100000, checkpoint_every=100000, log_every=1)
+    file = write_recipe(tmp_path / "r.toml", recipe)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "memcore", "run", str(file)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = _run_dir(tmp_path) / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "interrupted" in err and "Traceback" not in err
+    ckpts = list((_run_dir(tmp_path) / "checkpoints").glob("step-*.pt"))
+    assert len(ckpts) == 1
+    step = _load(ckpts[0])["step"]
+    assert step >= 3
+    assert run_cli("run", "--resume", _run_dir(tmp_path), "--set", f"train.steps={step + 2}") == 0
+    assert _load(_run_dir(tmp_path) / "checkpoints" / f"step-{step + 2:07d}.pt")["step"] == step + 2
+
+
+def test_init_from_and_freeze(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe()
+    assert run_cli("run", write_recipe(tmp_path / "one.toml", recipe)) == 0
+    stage1 = _load(_run_dir(tmp_path, 1, "one") / "checkpoints" / "step-0000004.pt")
+    recipe["train"].update(init_from=str(_run_dir(tmp_path, 1, "one")), freeze=["G.stem"])
+    assert run_cli("run", write_recipe(tmp_path / "two.toml", recipe)) == 0
+    stage2 = _load(_run_dir(tmp_path, 2, "two") / "checkpoints" / "step-0000004.pt")
+    g1, g2 = stage1["models"]["G"], stage2["models"]["G"]
+    assert torch.equal(g1["stem.weight"], g2["stem.weight"])          # frozen
+    assert not torch.equal(g1["to_image.0.weight"], g2["to_image.0.weight"])  # trained on
+
+
+def test_unknown_freeze_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe()
+    recipe["train"]["freeze"] = ["G.painter"]
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 1
+    err = capsys.readouterr().err
+    assert "train.freeze: no module 'G.painter'" in err and "G.stem" in err
+
+
+@pytest.mark.parametrize("overrides", [
+    {"micro_batches": 2},
+    {"precision": "bf16"},
+    {"d_steps": 2},
+], ids=["micro-batches", "bf16", "d-steps"])
+def test_step_variants(tmp_path, monkeypatch, overrides):
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe()
+    recipe["train"].update(overrides)
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 0
+    state = _load(_run_dir(tmp_path) / "checkpoints" / "step-0000004.pt")
+    expected_batches = 4 * overrides.get("d_steps", 1)
+    assert state["data"]["batch"] == expected_batches  # 256 images / 8 = 32 batches per epoch
+
+
+def test_ema_decay_zero_copies_generator(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe()
+    recipe["ema"] = {"decay": 0.0}
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 0
+    state = _load(_run_dir(tmp_path) / "checkpoints" / "step-0000004.pt")
+    for k, v in state["models"]["G"].items():
+        assert torch.equal(v, state["models"]["G_ema"][k]), k
+
+
+def test_sample_and_validate_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    file = write_recipe(tmp_path / "r.toml", tiny_recipe())
+    assert run_cli("run", file, "--dry-run") == 0
+    assert "[generator]" in capsys.readouterr().out and not (tmp_path / "runs").exists()
+    assert run_cli("run", file) == 0
+    assert run_cli("sample", _run_dir(tmp_path), "--n", "9", "--out", tmp_path / "g.png") == 0
+    assert (tmp_path / "g.png").stat().st_size > 0
+    assert run_cli("sample", _run_dir(tmp_path), "--exemplar", tmp_path / "g.png") == 1
+    assert "does not take exemplar" in capsys.readouterr().err
