@@ -100,7 +100,10 @@ def cmd_run(args) -> int:
         what = f"resume from step {trainer.step}" if resume_dir else "recipe saved as recipe.resolved.toml"
         print(f"memcore {__version__} · run {trainer.run_dir} · {what} · "
               f"{trainer.world} process(es) on {trainer.device}", flush=True)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        trainer.close()
     if trainer.accelerator.is_main_process:
         print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'} · "
               f"report {trainer.run_dir / 'report.md'}")

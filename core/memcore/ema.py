@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import dist
 from .memory import Memory
 
 
@@ -26,3 +27,24 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float, average_buffers: 
             b_ema.lerp_(b, 1.0 - decay)
         else:
             b_ema.copy_(b)
+
+
+@torch.no_grad()
+def average_buffers(module: nn.Module) -> None:
+    """All-reduce-average floating buffers outside memories (BatchNorm statistics) across ranks.
+
+    DDP runs with ``broadcast_buffers=False`` so that memory writes are not overwritten by rank 0;
+    running statistics would then drift apart per rank. One flat all-reduce per step keeps them
+    identical (the mean of the per-rank statistics, as SyncBatchNorm's would be).
+    """
+    if not dist.is_distributed():
+        return
+    skip = _memory_buffer_names(module)
+    buffers = [b for n, b in module.named_buffers() if b.is_floating_point() and n not in skip]
+    if not buffers:
+        return
+    flat = dist.all_reduce_mean(torch.cat([b.reshape(-1).double() for b in buffers]))
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()

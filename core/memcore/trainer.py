@@ -17,6 +17,7 @@ import contextlib
 import math
 import signal
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from torch import nn
 from . import __version__, checkpoint, dist
 from .build import build_dataset, build_metrics, build_models
 from .data import BatchStream
-from .ema import update_ema
+from .ema import average_buffers, update_ema
 from .errors import MemcoreError, TrainingStopped
 from .images import save_grid
 from .logs import RunLog, read_log
@@ -45,9 +46,14 @@ def make_accelerator(recipe: Recipe, find_unused: bool = False):
     # Several runs in one process (tests, studies) may differ in precision; the process group
     # (PartialState) is kept.
     AcceleratorState._reset_state()
+    # We rely on broadcast_buffers=False keeping rank-local buffers unsynced at init, which the
+    # suggested replacement does not do yet.
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
     kwargs = DistributedDataParallelKwargs(broadcast_buffers=False,
                                            find_unused_parameters=find_unused)
-    return Accelerator(mixed_precision=recipe.train.precision, kwargs_handlers=[kwargs],
+    # Without cpu=True accelerate does not see torchrun's CPU processes (MULTI_CPU with gloo).
+    cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return Accelerator(cpu=cpu, mixed_precision=recipe.train.precision, kwargs_handlers=[kwargs],
                        gradient_accumulation_steps=1, step_scheduler_with_optimizer=False)
 
 
@@ -262,6 +268,8 @@ class Trainer:
         commit_all(self.memories.values(), "after_step")
         for memory in self.memories.values():
             memory.discard_staged()  # staged after its write point: never carried across steps
+        average_buffers(self.models.G)
+        average_buffers(self.models.D)
         self.step += 1
         if self.models.G_ema is not None and self.step % self.recipe.ema.every == 0:
             decay = 0.0 if self.step <= self.recipe.ema.start else self.recipe.ema.decay
@@ -323,6 +331,12 @@ class Trainer:
             raise TrainingStopped(f"interrupted at step {self.step}; checkpoint saved in "
                                   f"{self.run_dir / 'checkpoints'}")
         return {"step": self.step, "run_dir": str(self.run_dir)}
+
+    def close(self) -> None:
+        """Leave the process group cleanly (an abrupt exit aborts gloo's threads)."""
+        if dist.is_distributed():
+            import torch.distributed as tdist
+            tdist.destroy_process_group()
 
     def _truncate_log(self) -> None:
         """On resume, drop log lines written after the checkpoint by the interrupted run."""
