@@ -150,10 +150,10 @@ def test_init_from_and_freeze(tmp_path, monkeypatch):
 def test_unknown_freeze_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     recipe = tiny_recipe()
-    recipe["train"]["freeze"] = ["G.painter"]
+    recipe["train"]["freeze"] = ["G.backbone"]
     assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 1
     err = capsys.readouterr().err
-    assert "train.freeze: no module 'G.painter'" in err and "G.stem" in err
+    assert "train.freeze: no module 'G.backbone'" in err and "G.stem" in err
 
 
 @pytest.mark.parametrize("overrides", [

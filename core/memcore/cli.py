@@ -173,12 +173,10 @@ def cmd_show(args) -> int:
     print(f"{kind}:{name} — {entry.help} (plugin '{entry.plugin}')\n")
     for opt, t, default, help_text in describe_options(cls):
         print(f"  {opt:<18} {t:<24} default {default}\n      {help_text}")
-    section = {"generator": "generator", "discriminator": "discriminator", "dataset": "data",
-               "augment": "augment"}.get(kind)
-    table = {"kind": name, **defaults_of(cls)}
-    snippet = tomli_w.dumps({section: table}) if section else tomli_w.dumps(
-        {{"loss": "losses", "metric": "metrics", "block": "generator.blocks"}.get(kind, kind): [table]})
-    print("\n# TOML\n" + snippet)
+    header = {"generator": "[generator]", "discriminator": "[discriminator]", "dataset": "[data]",
+              "augment": "[augment]", "loss": "[[losses]]", "metric": "[[metrics]]",
+              "block": "[[generator.blocks]]"}.get(kind, f"# options of {kind}:{name}")
+    print(f"\n# TOML\n{header}\n" + tomli_w.dumps({"kind": name, **defaults_of(cls)}))
     return 0
 
 

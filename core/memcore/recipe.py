@@ -50,7 +50,7 @@ class TrainSection:
                                             check=positive)
     init_from: Optional[str] = option(None, help="Start from the weights of an earlier run "
                                       "(run directory or checkpoint file); step counts restart.")
-    freeze: list[str] = option(factory=list, help="Module names (e.g. 'G.painter') whose "
+    freeze: list[str] = option(factory=list, help="Module names (e.g. 'G.backbone') whose "
                                "parameters are not trained.")
     best_metric: Optional[str] = option(None, help="Metric key that selects the best checkpoint "
                                         "(default: the first metric's main value).")
@@ -69,6 +69,9 @@ class OptimSpec:
                                         check=each(in_range(0.0, 1.0)))
     eps: float = option(1e-8, help="Adam epsilon.", check=positive)
     weight_decay: float = option(0.0, help="Weight decay.", check=non_negative)
+    schedule: Literal["constant", "linear"] = option(
+        "constant", help="Learning rate over training: constant, or linear decay to 0 at "
+        "train.steps.")
 
 
 @config

@@ -254,6 +254,11 @@ class Trainer:
             self.accelerator.clip_grad_norm_(params, self.recipe.train.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        spec = getattr(self.recipe.optim, phase)
+        if spec.schedule == "linear":
+            remaining = max(0.0, 1.0 - (self.step + 1) / self.recipe.train.steps)
+            for group in opt.param_groups:
+                group["lr"] = spec.lr * remaining
 
     def train_step(self, logs) -> None:
         t = self.recipe.train

@@ -1,0 +1,60 @@
+"""Every core command, in-process (exit codes and output)."""
+import json
+
+from helpers import ROOT, run_cli
+
+
+def test_version_lists_plugins(capsys):
+    assert run_cli("--version") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("memcore 0.1.0") and "registered plugins:" in out and "base 0.1.0" in out
+
+
+def test_plugins_table_and_json(capsys):
+    assert run_cli("plugins") == 0
+    assert "generator:dcgan" in capsys.readouterr().out
+    assert run_cli("plugins", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    base = next(r for r in rows if r["name"] == "base")
+    assert base["status"] == "ok" and base["dist"] == "memcore-base" and base["version"] == "0.1.0"
+
+
+def test_list(capsys):
+    assert run_cli("list") == 0
+    out = capsys.readouterr().out
+    assert "dataset:" in out and "fashion-mnist" in out and "loss:" in out
+    assert run_cli("list", "loss") == 0
+    out = capsys.readouterr().out
+    assert "hinge" in out and "fashion-mnist" not in out
+    assert run_cli("list", "losss") == 1
+    assert "did you mean 'loss'" in capsys.readouterr().err
+
+
+def test_show(capsys):
+    assert run_cli("show", "loss:r1") == 0
+    out = capsys.readouterr().out
+    assert "gamma" in out and "[[losses]]" in out and 'kind = "r1"' in out and "every = 16" in out
+    assert run_cli("show", "generator:dcgam") == 1
+    assert "did you mean 'dcgan'" in capsys.readouterr().err
+    assert run_cli("show", "dcgan") == 1
+    assert "KIND:NAME" in capsys.readouterr().err
+
+
+def test_validate_prints_resolved(capsys):
+    assert run_cli("validate", ROOT / "recipes" / "quickstart.toml") == 0
+    out = capsys.readouterr().out
+    assert 'kind = "fashion-mnist"' in out and "[ema]" in out and "keep_last = 3" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert run_cli() == 1
+    assert "usage: memcore" in capsys.readouterr().out
+
+
+def test_missing_run_dir_errors(capsys, tmp_path):
+    assert run_cli("sample", tmp_path / "nope") == 1
+    assert "no such run directory" in capsys.readouterr().err
+    assert run_cli("run", "--resume", tmp_path) == 1
+    assert "not a memcore run directory" in capsys.readouterr().err
+    assert run_cli("eval", tmp_path) == 1
+    assert "holds no checkpoint" in capsys.readouterr().err
