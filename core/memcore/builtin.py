@@ -14,3 +14,10 @@ def memcore_register_components(registry):
                  help="Any folder of images, optionally labelled by sub-folder.")
     registry.add("dataset", "cifar10", f"{_D}:cifar10", f"{_D}:CifarOptions",
                  help="CIFAR-10 through torchvision (downloads when online).")
+
+
+@hookimpl
+def memcore_add_commands(commands):
+    from . import scaffold
+    commands.add("new-plugin", "Create a pip-installable memcore-NAME plugin package that works "
+                 "as generated.", scaffold.configure, scaffold.command)

@@ -386,17 +386,21 @@ class Trainer:
         from .evaluation import MetricSession
         session = MetricSession(self.sampling_generator(), self.dataset, self.device,
                                 self.run_dir, self.step, self.recipe)
-        results = {}
-        for spec, m in zip(self.recipe.metrics, metrics):
+        results = []
+        specs = {id(m): spec for spec, m in zip(self.recipe.metrics, self.metrics)}
+        for m in metrics:
+            spec = specs[id(m)]
             out = m.compute(session)
             values = {k: v for k, v in out.items() if isinstance(v, (int, float))}
             protocol = {k: v for k, v in out.items() if not isinstance(v, (int, float))}
-            results[m.key] = (values, protocol, m)
+            results.append((values, m))
             if self.accelerator.is_main_process:
                 with open(self.run_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps({"step": self.step, "metric": spec.kind, "values": values,
                                          "protocol": protocol}) + "\n")
-                self.log.write(self.step, {f"metric/{k}": v for k, v in values.items()})
+                # The extractor is part of the name: numbers from different ones never mix.
+                suffix = f"@{protocol['extractor']}" if protocol.get("extractor") else ""
+                self.log.write(self.step, {f"metric/{k}{suffix}": v for k, v in values.items()})
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
                 self.log.message(f"step {self.step}: {shown} ({protocol.get('extractor', spec.kind)})")
         self._track_best(results)
@@ -405,8 +409,8 @@ class Trainer:
     def _track_best(self, results) -> None:
         if not results:
             return
-        key = self.recipe.train.best_metric or next(iter(results))
-        for name, (values, _, m) in results.items():
+        key = self.recipe.train.best_metric or results[0][1].key
+        for values, m in results:
             if key in values:
                 value, higher = values[key], m.higher_is_better
                 old = self.best.get("value")

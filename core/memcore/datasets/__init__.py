@@ -123,14 +123,19 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
+
+
 def _fashion_folder(options: FashionOptions) -> Path | None:
-    candidates = [options.path, os.environ.get("MEMCORE_FASHION_MNIST"),
-                  "/usr/share/datasets/fashion-mnist"]
-    for c in candidates:
-        if c and (Path(c).expanduser() / "train-images-idx3-ubyte.gz").exists():
-            return Path(c).expanduser()
+    def has_files(folder):
+        return (Path(folder).expanduser() / "train-images-idx3-ubyte.gz").exists()
     if options.path:
-        raise MemcoreError(f"data.path = {options.path!r}: no train-images-idx3-ubyte.gz there")
+        if not has_files(options.path):
+            raise MemcoreError(f"data.path = {options.path!r}: no train-images-idx3-ubyte.gz there")
+        return Path(options.path).expanduser()
+    for folder in (os.environ.get("MEMCORE_FASHION_MNIST"), DEBIAN_FASHION):
+        if folder and has_files(folder):
+            return Path(folder).expanduser()
     return None
 
 
