@@ -191,3 +191,33 @@ def test_sample_and_validate_commands(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "g.png").stat().st_size > 0
     assert run_cli("sample", _run_dir(tmp_path), "--exemplar", tmp_path / "g.png") == 1
     assert "does not take exemplar" in capsys.readouterr().err
+
+
+def test_optimizer_options_lazy_correction_and_linear_schedule(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe()
+    recipe["losses"].append({"kind": "r1", "every": 4})
+    recipe["optim"] = {"D": {"lr": 0.001, "betas": [0.0, 0.99], "lazy_correction": True},
+                       "G": {"lr": 0.001, "schedule": "linear"}}
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 0
+    state = _load(_run_dir(tmp_path) / "checkpoints" / "step-0000004.pt")
+    d_group, g_group = state["optim"]["D"]["param_groups"][0], state["optim"]["G"]["param_groups"][0]
+    assert d_group["lr"] == pytest.approx(0.001 * 4 / 5)
+    assert d_group["betas"][1] == pytest.approx(0.99 ** 0.8)
+    assert g_group["lr"] == 0.0  # linear decay reaches 0 at train.steps
+    state2 = _load(_run_dir(tmp_path) / "checkpoints" / "step-0000002.pt")
+    assert state2["optim"]["G"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 2 / 4)
+
+
+def test_ema_half_life_with_rampup():
+    from types import SimpleNamespace
+    from memcore.trainer import Trainer
+    ema = SimpleNamespace(start=0, decay=0.9, half_life_kimg=10.0, rampup=0.05, every=1)
+    t = SimpleNamespace(recipe=SimpleNamespace(ema=ema, train=SimpleNamespace(batch_size=32)),
+                        step=100)
+    # rampup: half-life = min(10000, 100 * 32 * 0.05 = 160) images
+    assert Trainer.ema_decay(t) == pytest.approx(0.5 ** (32 / 160))
+    t.step = 100000
+    assert Trainer.ema_decay(t) == pytest.approx(0.5 ** (32 / 10000))
+    ema.half_life_kimg = None
+    assert Trainer.ema_decay(t) == 0.9

@@ -69,6 +69,8 @@ class OptimSpec:
                                         check=each(in_range(0.0, 1.0)))
     eps: float = option(1e-8, help="Adam epsilon.", check=positive)
     weight_decay: float = option(0.0, help="Weight decay.", check=non_negative)
+    lazy_correction: bool = option(False, help="With lazy regularisation every k steps, scale "
+                                   "lr by c = k/(k+1) and betas to beta^c (stylegan2-ada).")
     schedule: Literal["constant", "linear"] = option(
         "constant", help="Learning rate over training: constant, or linear decay to 0 at "
         "train.steps.")
@@ -88,6 +90,12 @@ class EmaSection:
     every: int = option(1, help="Steps between EMA updates.", check=positive)
     buffers: bool = option(True, help="Average floating buffers (BN statistics) too; "
                            "memory state is always copied.")
+    half_life_kimg: Optional[float] = option(None, help="If set, the decay follows a half-life in "
+                                             "thousands of images (stylegan2-ada), replacing decay.",
+                                             check=positive)
+    rampup: Optional[float] = option(None, help="With half_life_kimg: the half-life is at most "
+                                     "rampup x images seen so far (stylegan2-ada uses 0.05).",
+                                     check=positive)
 
 
 @config

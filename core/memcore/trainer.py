@@ -57,10 +57,14 @@ def make_accelerator(recipe: Recipe, find_unused: bool = False):
                        gradient_accumulation_steps=1, step_scheduler_with_optimizer=False)
 
 
-def _optimizer(spec, params):
+def _optimizer(spec, params, lazy_interval: int = 0):
+    """Adam(W); with ``lazy_correction`` the lr and betas compensate for lazy regularisation."""
+    lr, betas = spec.lr, tuple(spec.betas)
+    if spec.lazy_correction and lazy_interval > 1:
+        c = lazy_interval / (lazy_interval + 1)
+        lr, betas = lr * c, tuple(b ** c for b in betas)
     cls = torch.optim.AdamW if spec.kind == "adamw" else torch.optim.Adam
-    return cls(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps,
-               weight_decay=spec.weight_decay)
+    return cls(params, lr=lr, betas=betas, eps=spec.eps, weight_decay=spec.weight_decay)
 
 
 class _Interrupt:
@@ -159,8 +163,8 @@ class Trainer:
         if not params_D:
             raise MemcoreError("the discriminator has no trainable parameters")
         o = self.recipe.optim
-        self.opt_G = _optimizer(o.G, params_G) if params_G else None
-        self.opt_D = _optimizer(o.D, params_D)
+        self.opt_G = _optimizer(o.G, params_G, self._lazy_interval("G")) if params_G else None
+        self.opt_D = _optimizer(o.D, params_D, self._lazy_interval("D"))
         # DDP must see requires_grad on at prepare time, else on GPU it silently skips wrapping.
         to_prepare = [G, D, self.opt_D] + ([self.opt_G] if self.opt_G else [])
         prepared = self.accelerator.prepare(*to_prepare)
@@ -180,6 +184,11 @@ class Trainer:
         D.requires_grad_(False)
 
     # -- phases -------------------------------------------------------------------------------
+    def _lazy_interval(self, phase: str) -> int:
+        """The interval of the phase's lazy terms (the largest, if several)."""
+        return max((l.every for l in self.models.losses if phase in l.phases and l.every > 1),
+                   default=0)
+
     def _set_trainable(self, phase: str) -> None:
         for p in self._trainable["D"]:
             p.requires_grad_(phase == "D")
@@ -258,7 +267,7 @@ class Trainer:
         if spec.schedule == "linear":
             remaining = max(0.0, 1.0 - (self.step + 1) / self.recipe.train.steps)
             for group in opt.param_groups:
-                group["lr"] = spec.lr * remaining
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * remaining
 
     def train_step(self, logs) -> None:
         t = self.recipe.train
@@ -276,9 +285,20 @@ class Trainer:
         average_buffers(self.models.G)
         average_buffers(self.models.D)
         self.step += 1
-        if self.models.G_ema is not None and self.step % self.recipe.ema.every == 0:
-            decay = 0.0 if self.step <= self.recipe.ema.start else self.recipe.ema.decay
-            update_ema(self.models.G_ema, self.models.G, decay, self.recipe.ema.buffers)
+        e = self.recipe.ema
+        if self.models.G_ema is not None and self.step % e.every == 0:
+            update_ema(self.models.G_ema, self.models.G, self.ema_decay(), e.buffers)
+
+    def ema_decay(self) -> float:
+        e, batch = self.recipe.ema, self.recipe.train.batch_size
+        if self.step <= e.start:
+            return 0.0
+        if e.half_life_kimg is None:
+            return e.decay
+        half_life = e.half_life_kimg * 1000
+        if e.rampup is not None:
+            half_life = min(half_life, self.step * batch * e.rampup)
+        return 0.5 ** (batch * e.every / max(half_life, 1e-8))
 
     def _next_batch(self):
         images, labels = self.stream.next()
