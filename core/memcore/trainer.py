@@ -100,6 +100,8 @@ class Trainer:
         self.dataset = build_dataset(recipe)
         self.models = build_models(recipe, self.dataset)
         self.metrics = build_metrics(recipe, self.dataset)
+        for m in self.metrics:  # before anything is trained or written: fail at step 0, not N
+            m.preflight()
         find_unused = any(getattr(m, "ddp_find_unused", False)
                           for root in (self.models.G, self.models.D) for m in root.modules())
         self.accelerator = make_accelerator(recipe, find_unused)
@@ -312,8 +314,6 @@ class Trainer:
         main = self.accelerator.is_main_process
         self._truncate_log()
         self.log = RunLog(self.run_dir, t.steps, self.step, t.progress, main)
-        for m in self.metrics:
-            m.preflight()
         if main and getattr(self, "init_report", None):
             self.log.message("init_from: " + "; ".join(self.init_report))
         logs = defaultdict(list)
