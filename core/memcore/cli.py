@@ -182,24 +182,10 @@ def cmd_show(args) -> int:
 
 # -- sample / eval ----------------------------------------------------------------------------
 def load_generator(run: str, use_ema: bool = True, which: str = "latest"):
-    """(G, recipe, state) rebuilt from a run directory or checkpoint file."""
-    import torch
-    from . import checkpoint
-    from .build import build_network
-    from .recipe import recipe_from_dict
-    import tomli
-    path = checkpoint.resolve(run, prefer=which)
-    state = checkpoint.load(path)
-    recipe, _ = recipe_from_dict(tomli.loads(state["recipe"]), f"{path} (recipe)")
-    info = state["dataset"]
-
-    class _Shape:
-        resolution, channels, num_classes = info["resolution"], info["channels"], info["num_classes"]
-    torch.manual_seed(0)
-    G = build_network(recipe, _Shape, "generator")
-    role = "G_ema" if use_ema and "G_ema" in state["models"] else "G"
-    G.load_state_dict(state["models"][role])
-    return G.eval(), recipe, state
+    """(G, recipe, state) of a run; see :func:`memcore.load_run` for everything else."""
+    from .runs import load_run
+    loaded = load_run(run, which, use_ema)
+    return loaded.G, loaded.recipe, loaded.state
 
 
 def cmd_sample(args) -> int:
@@ -218,12 +204,13 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import attrs
     from .build import build_dataset, build_metrics
     from .evaluation import MetricSession
     from .recipe import recipe_from_dict
     import tomli
-    G, recipe, state = load_generator(args.run, True, args.checkpoint)
+    from .runs import load_run
+    loaded = load_run(args.run, args.checkpoint)
+    G, state = loaded.G, loaded.state
     raw = tomli.loads(state["recipe"])
     if args.metrics:
         raw["metrics"] = [{"kind": m.strip()} for m in args.metrics.split(",") if m.strip()]
@@ -237,14 +224,13 @@ def cmd_eval(args) -> int:
     metrics = build_metrics(recipe, dataset)
     for m in metrics:
         m.preflight()
-    session = MetricSession(G, dataset, "cpu", Path(args.run), state["step"], recipe)
+    session = MetricSession(G, dataset, "cpu", loaded.run_dir, state["step"], recipe)
     results = []
     for spec, m in zip(recipe.metrics, metrics):
         out = m.compute(session)
         results.append({"metric": spec.kind, "step": state["step"], **out})
         print(json.dumps(results[-1]))
-    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
-    target = run_dir / f"eval-step-{state['step']:07d}.json"
+    target = loaded.run_dir / f"eval-step-{state['step']:07d}.json"
     target.write_text(json.dumps(results, indent=2))
     print(f"-> {target}")
     return 0

@@ -7,6 +7,7 @@ against these classes by a test.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Literal, Optional
@@ -161,7 +162,8 @@ def parse_override(text: str) -> tuple[list, object]:
         parsed = tomli.loads(f"v = {value}")["v"]
     except tomli.TOMLDecodeError:
         parsed = value
-    path = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())  # blocks[0].at == blocks.0.at
+    path = [int(p) if p.isdigit() else p for p in key.split(".")]
     return path, parsed
 
 

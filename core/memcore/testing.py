@@ -18,6 +18,7 @@ The contract checks per protocol are in :mod:`memcore.contracts`.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import subprocess
@@ -150,27 +151,50 @@ def train(recipe, folder, steps: int = 2, overrides=()) -> Path:
 # -- 2-process CPU runner -------------------------------------------------------------------
 _LAUNCHER = '''
 import importlib, importlib.util, os, pickle, sys
-with open(sys.argv[1], "rb") as fh:
-    module_name, qualname, module_file = pickle.load(fh)
+
+
+def load(name, file):
     try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(module_name, module_file)
+        return importlib.import_module(name)
+    except ImportError:  # e.g. a test module imported by pytest under a name not on sys.path
+        spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    args = pickle.load(fh)
-fn = module
+        return module
+
+
+with open(sys.argv[1], "rb") as fh:
+    (module_name, qualname), modules, args = pickle.load(fh)
+for name, file in modules.items():
+    load(name, file)
+fn = sys.modules[module_name]
 for part in qualname.split("."):
     fn = getattr(fn, part)
 import torch.distributed as tdist
 tdist.init_process_group("gloo")
-result = fn(*args)
+result = fn(*pickle.loads(args))
 with open(os.path.join(sys.argv[2], f"rank{tdist.get_rank()}.pkl"), "wb") as fh:
     pickle.dump(result, fh)
 tdist.barrier()
 tdist.destroy_process_group()
 '''
+
+
+class _ModuleRecorder(pickle.Pickler):
+    """Pickles the arguments and notes the module of every class and function in them, so the
+    children can import (or load from file) those modules before unpickling."""
+
+    def __init__(self, fh, modules: dict):
+        super().__init__(fh)
+        self.modules = modules
+
+    def reducer_override(self, obj):
+        if isinstance(obj, (type, types.FunctionType)):
+            module = sys.modules.get(getattr(obj, "__module__", None) or "")
+            if module is not None:
+                self.modules[module.__name__] = getattr(module, "__file__", None)
+        return NotImplemented
 
 
 def run_distributed(script_or_fn: str | Path | Callable, nproc: int = 2, *, args: tuple = (),
@@ -187,13 +211,14 @@ def run_distributed(script_or_fn: str | Path | Callable, nproc: int = 2, *, args
         folder = Path(folder)
         if callable(script_or_fn):
             fn = script_or_fn
-            module = sys.modules[fn.__module__]
+            modules = {fn.__module__: getattr(sys.modules[fn.__module__], "__file__", None)}
+            packed = io.BytesIO()
+            _ModuleRecorder(packed, modules).dump(tuple(args))
             launcher = folder / "launch.py"
             launcher.write_text(_LAUNCHER)
             spec = folder / "call.pkl"
             with open(spec, "wb") as fh:
-                pickle.dump((fn.__module__, fn.__qualname__, getattr(module, "__file__", None)), fh)
-                pickle.dump(tuple(args), fh)
+                pickle.dump(((fn.__module__, fn.__qualname__), modules, packed.getvalue()), fh)
             target = [str(launcher), str(spec), str(folder)]
         else:
             target = [str(script_or_fn), *map(str, args)]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import memcore
-from memcore import in_range, non_negative, option, positive
+from memcore import in_range, option, positive
 
 
 @memcore.config
@@ -139,9 +139,37 @@ class PrototypeMemory(memcore.Memory):
         flat = queries.detach().reshape(-1, queries.shape[-1])
         return nearest(flat, self.cells)[0].view(queries.shape[:-1])
 
-    def cell_prototypes(self, cell: torch.Tensor) -> torch.Tensor:
-        """The T prototypes of each routed cell: (...) -> (..., T, d)."""
-        return self.prototypes.view(self.num_cells, self.size, -1)[cell]
+    def group(self, cell: torch.Tensor, chunk: int = 64) -> "Groups":
+        """Pack the columns routed to each cell into chunks of ``chunk`` rows, so that the read is a
+        batched matmul of (chunks, chunk, d) by each chunk's own (T, d) prototypes: cost
+        O((L + M·chunk)·T·d) for L columns, never O(L·M·T), and T·d gathered per chunk, not per
+        column."""
+        flat = cell.reshape(-1)
+        L, M = len(flat), self.num_cells
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=M)
+        chunks_per_cell = (counts + chunk - 1) // chunk
+        first_chunk = torch.cumsum(chunks_per_cell, 0) - chunks_per_cell
+        first_column = torch.cumsum(counts, 0) - counts
+        sorted_cell = flat[order]
+        rank = torch.arange(L, device=flat.device) - first_column[sorted_cell]
+        chunk_id, slot = torch.empty_like(flat), torch.empty_like(flat)
+        chunk_id[order] = first_chunk[sorted_cell] + rank // chunk
+        slot[order] = rank % chunk
+        chunk_cell = torch.repeat_interleave(torch.arange(M, device=flat.device), chunks_per_cell)
+        protos = self.prototypes.view(M, self.size, -1)[chunk_cell]            # (K, T, d)
+        return Groups(chunk_id, slot, protos, chunk)
+
+    def logits(self, query: torch.Tensor, groups: "Groups") -> torch.Tensor:
+        """aᵀE^(i) for every column over its own cell's prototypes: (B, N, d) -> (B, N, T)."""
+        packed = groups.pack(query.reshape(-1, query.shape[-1]))               # (K, S, d)
+        scores = packed @ groups.protos.transpose(1, 2)                        # (K, S, T)
+        return groups.unpack(scores).view(*query.shape[:-1], -1)
+
+    def read(self, attn: torch.Tensor, groups: "Groups") -> torch.Tensor:
+        """E^(i) β for every column: (B, N, T) -> (B, N, d)."""
+        packed = groups.pack(attn.reshape(-1, attn.shape[-1]))                 # (K, S, T)
+        return groups.unpack(packed @ groups.protos).view(*attn.shape[:-1], -1)
 
     # -- write --------------------------------------------------------------------------------
     def encode_keys(self, features: torch.Tensor) -> torch.Tensor:
@@ -209,6 +237,20 @@ class PrototypeMemory(memcore.Memory):
                 "route_distance": float(self.route_distance)}
 
 
+class Groups(NamedTuple):
+    chunk_id: torch.Tensor   # (L,) chunk of every column
+    slot: torch.Tensor       # (L,) row inside its chunk
+    protos: torch.Tensor     # (K, T, d) prototypes of each chunk's cell
+    size: int                # rows per chunk
+
+    def pack(self, rows: torch.Tensor) -> torch.Tensor:
+        packed = rows.new_zeros(len(self.protos), self.size, rows.shape[-1])
+        return packed.index_put((self.chunk_id, self.slot), rows)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        return packed[self.chunk_id, self.slot]
+
+
 class Attention(NamedTuple):
     read: torch.Tensor                     # H (B, N, d)
     cell: Optional[torch.Tensor]           # routed cell per position (B, N), or None
@@ -247,9 +289,9 @@ class MocaBlock(nn.Module):
         cell = None
         if use_memory:
             cell = self.memory.route(query)                                # (B, N)
-            protos = self.memory.cell_prototypes(cell)                     # (B, N, T, d)
-            logits.append(torch.einsum("bnd,bntd->bnt", query, protos))
-            values.append(protos)
+            groups = self.memory.group(cell)
+            logits.append(self.memory.logits(query, groups))               # (B, N, T)
+            values.append(groups)
         if use_context:
             key = self.phi(x).flatten(2)                                   # (B, d, N)
             value = self.psi(x).flatten(2).transpose(1, 2)                 # (B, N, d)
@@ -266,7 +308,7 @@ class MocaBlock(nn.Module):
         memory_attn = context_attn = None
         if use_memory:
             memory_attn = attn.pop(0)
-            read = read + torch.einsum("bnt,bntd->bnd", memory_attn, values.pop(0))
+            read = read + self.memory.read(memory_attn, values.pop(0))
         if use_context:
             context_attn = attn.pop(0)
             read = read + context_attn @ values.pop(0)

@@ -1,0 +1,1 @@
+"""MoCA (memory concept attention) block, FastGAN backbone and their tools for memcore."""

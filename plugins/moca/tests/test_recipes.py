@@ -1,0 +1,89 @@
+"""A few-step training run of every recipe, the commands on a run, and bad input."""
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+import torch
+
+from memcore.cli import main
+
+RECIPES = Path(__file__).parents[1] / "recipes"
+TINY = ["--set", "train.steps=3", "--set", "data.limit=64", "--set", "train.batch_size=8",
+        "--set", "train.progress=false", "--set", "train.log_every=1",
+        "--set", "train.checkpoint_every=3", "--set", "train.sample_every=3"]
+
+
+def tiny_copy(name, tmp_path, **block):
+    recipe = tomllib.loads((RECIPES / f"{name}.toml").read_text())
+    for spec in recipe.get("generator", {}).get("blocks", []):
+        if spec.get("paths", "both") != "sa":
+            spec["warmup"] = 2  # the memory read runs on the last step
+        spec.update(block)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    return path
+
+
+def last_state(tmp_path, name):
+    run = next((tmp_path / "runs").glob(f"*-{name}"))
+    ckpt = sorted((run / "checkpoints").glob("step-*.pt"))[-1]
+    return run, torch.load(ckpt, weights_only=True)
+
+
+@pytest.mark.parametrize("name", ["fastgan", "sa-fastgan", "moca-fastgan", "moca-dcgan"])
+def test_recipe_trains(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    extra = {"prototypes": 16, "dim": 8} if name == "moca-dcgan" else {}
+    assert main(["run", str(tiny_copy(name, tmp_path, **extra))] + TINY) == 0
+    run, state = last_state(tmp_path, name)
+    assert (run / "samples" / "latest.png").exists()
+    G, G_ema = state["models"]["G"], state["models"]["G_ema"]
+    memory = [k for k in G if ".memory." in k]
+    if name in ("fastgan", "sa-fastgan"):
+        assert not memory
+        return
+    prefix = next(k for k in memory if k.endswith("memory.prototypes"))[:-len("prototypes")]
+    assert bool(G[prefix + "ready"])
+    assert prefix + "key_encoder.weight" in G
+    for k in memory:  # EMA G carries the memory verbatim
+        assert torch.equal(G[k], G_ema[k]), k
+    lines = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines() if l.strip()]
+    assert any(k.endswith("/routing_entropy") for line in lines for k in line)
+
+
+def test_viz_on_a_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(tiny_copy("moca-fastgan", tmp_path))] + TINY) == 0
+    run = next((tmp_path / "runs").glob("*-moca-fastgan"))
+    assert main(["viz", "moca", str(run), "--n", "4", "--patches", "3", "--prototypes", "2"]) == 0
+    summary = json.loads((run / "viz-moca" / "summary.json").read_text())
+    assert len(summary["cell_usage"]) == 10 and sum(summary["cell_usage"]) == 4 * 16 * 16
+    for png in ("clusters.png", "top3.png", "prototypes.png"):
+        assert (run / "viz-moca" / png).stat().st_size > 0
+
+
+def test_fastgan_rejects_odd_resolution(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", str(RECIPES / "fastgan.toml"), "--set", "data.resolution=28"] + TINY)
+    assert code != 0
+    assert "data.resolution" in capsys.readouterr().err
+
+
+def test_bad_block_option_names_the_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tiny_copy("moca-fastgan", tmp_path, softmax="both")
+    assert main(["run", str(path)] + TINY) == 2
+    assert "generator.blocks[0].softmax" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_robustness_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(tiny_copy("moca-fastgan", tmp_path))] + TINY) == 0
+    run = next((tmp_path / "runs").glob("*-moca-fastgan"))
+    assert main(["moca-robustness", str(run), "--feature-noise", "1,0", "--repeats", "2",
+                 "--num-samples", "50", "--num-real", "50", "--size", "64"]) == 0
+    out = json.loads(next(run.glob("moca-robustness-*.json")).read_text())
+    assert [r["noise"] for r in out["levels"]] == [1.0, 0.0]
