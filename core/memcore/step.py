@@ -41,7 +41,9 @@ class StepContext:
         self._cache: dict[str, Any] = {}
 
     # -- cached outputs -----------------------------------------------------------------------
-    def _cached(self, key, make):
+    def cached(self, key: str, make):
+        """``make()`` once per pass; every later call with ``key`` returns the same value (for
+        plugin losses that share an expensive computation, e.g. one forward of their networks)."""
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
@@ -49,7 +51,7 @@ class StepContext:
     @property
     def latents(self) -> dict[str, torch.Tensor]:
         """Keyword arguments of G for this pass (``z``, and ``c`` when conditional)."""
-        return self._cached("latents", lambda: self.models.G.sample_latent(
+        return self.cached("latents", lambda: self.models.G.sample_latent(
             self.batch_size, self.latent_generator, self.device))
 
     @property
@@ -64,7 +66,7 @@ class StepContext:
                 with torch.no_grad():
                     return self.G(**self.latents).detach()
             return self.G(**self.latents)
-        return self._cached("fake", make)
+        return self.cached("fake", make)
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         aug = self.models.augment
@@ -85,21 +87,21 @@ class StepContext:
                 labels = torch.cat([self.labels, self.fake_labels])
             out = self.discriminate(torch.cat([self.real, self.fake]), labels)
             return split_output(out, self.batch_size)
-        return self._cached("joint", make)
+        return self.cached("joint", make)
 
     @property
     def d_real(self):
         """D's output on the (augmented) real batch."""
         if self.phase == "D":
             return self._joint()[0]
-        return self._cached("d_real", lambda: self.discriminate(self.real, self.labels))
+        return self.cached("d_real", lambda: self.discriminate(self.real, self.labels))
 
     @property
     def d_fake(self):
         """D's output on the (augmented) fake batch."""
         if self.phase == "D":
             return self._joint()[1]
-        return self._cached("d_fake", lambda: self.discriminate(self.fake, self.fake_labels))
+        return self.cached("d_fake", lambda: self.discriminate(self.fake, self.fake_labels))
 
     # -- logging ------------------------------------------------------------------------------
     def log(self, name: str, value) -> None:

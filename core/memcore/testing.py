@@ -33,6 +33,7 @@ import pytest
 from .contracts import (check_block, check_dataset, check_discriminator, check_generator,  # noqa: F401
                         check_loss, check_memory, check_memory_distributed, check_metric,
                         factory_of)
+from .hookspecs import hookimpl
 from .registry import Registry, use_registry
 
 
@@ -60,11 +61,13 @@ def empty_registry():
 
 @pytest.fixture
 def register_plugin(isolated_registry):
-    """``register_plugin(name, **hooks)`` registers hook functions as a plugin for one test."""
+    """``register_plugin(name, **hooks)`` registers hook functions as a plugin for one test
+    (marked ``@memcore.hookimpl`` here when they are not already)."""
     def register(name, **hooks):
         module = types.ModuleType(name)
         for hook_name, fn in hooks.items():
-            setattr(module, hook_name, fn)
+            marked = hasattr(fn, f"{hookimpl.project_name}_impl")
+            setattr(module, hook_name, fn if marked else hookimpl(fn))
         return isolated_registry.register_module(module, name)
     return register
 

@@ -346,6 +346,7 @@ class Trainer:
             stopped = "interrupted"
         finally:
             if stopped == "interrupted":
+                self.save_samples()
                 path = self.save_checkpoint()
                 self.log.message(f"interrupted: saved {path}; continue with "
                                  f"`memcore run --resume {self.run_dir}`")

@@ -1,0 +1,1 @@
+"""memoryGAN for memcore (Kim, Kim & Kim, ICLR 2018)."""

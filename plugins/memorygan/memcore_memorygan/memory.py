@@ -1,0 +1,192 @@
+"""The discriminative memory of memoryGAN: a von Mises-Fisher mixture over D's queries.
+
+State (buffers, outside autograd): keys K (N, M) unit-norm mean directions, values v (N,) in {0, 1}
+(real / fake), ages a (N,), histogram h (N,). Initial state as in the authors' code (K = 0, half the
+slots real and half fake, h = 1e-5, a = 0), with real and fake slots interleaved (see __init__).
+
+Read (eq. 1-4): the top-k slots by exp(kappa K_i.q)(h_i + beta), the posterior over them, and
+p(y=1|x) = sum_i pi_i v_i clipped to [eps, 1 - eps]. Gradients reach the query only.
+
+Write (eq. 5, Algorithm 1 lines 5-11), one call per commit with every staged (query, label) row:
+
+1. reset test per row: with ``reset = "no-label-in-top-k"`` (the paper's text) a row resets when no
+   slot of its unconditional top-k has its label; with ``"top1-wrong"`` (the code) when the top-1
+   slot has the wrong label.
+2. rows that do not reset update S_y, their top-k slots under p(c | x, v_c = y), by T iterations
+   of incremental EM with h_hat = alpha h. Rows are applied *together*: every row's E-step reads
+   the same memory, and a slot touched by several rows gets the sum of their sufficient
+   statistics (h_i += sum_b dgamma_bi, K_i += sum_b dgamma_bi (q_b - K_i) / h_i, then
+   re-normalised), with the decay alpha applied once per commit. For one row this is exactly
+   eq. 5; for several it is the mini-batch form of the same EM and does not depend on row order
+   (the TF code keeps one arbitrary row per slot instead).
+3. rows that reset take distinct slots, the first resetting row the oldest slot: slots not
+   touched by step 2 come first, then higher age, then lower index. Key q, value y, age 0,
+   h = mean(h) of the memory before this commit. If more rows reset than there are slots, the
+   first N (in gathered order) are written.
+4. every age advances by one; every slot written in steps 2-3 is set to age 0.
+
+``update = "kaiser"`` is the -EM ablation: the histogram gets the first E-step as above, and only the
+nearest slot of S_y moves, K <- normalise(K + sum of its rows' q) (Kaiser et al., 2017).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+import memcore
+from memcore import MemcoreError
+
+
+class DiscriminativeMemory(memcore.Memory):
+    sync = "gather"
+    write_at = "after_D"
+
+    def __init__(self, slots: int, key_dim: int, *, top_k: int = 128, kappa: float = 1.0,
+                 beta: float = 1e-8, eps: float = 1e-3, decay: float = 0.5, em_iters: int = 1,
+                 update: str = "em", reset: str = "no-label-in-top-k", write_at: str = "after_D",
+                 write_in_eval: bool = False, seed: int = 0):
+        super().__init__(write_in_eval=write_in_eval, seed=seed)
+        if top_k > slots:
+            raise MemcoreError(f"discriminator.top_k = {top_k} must be <= discriminator.slots = "
+                               f"{slots}")
+        self.slots, self.key_dim, self.top_k = slots, key_dim, top_k
+        self.kappa, self.beta, self.eps, self.decay = kappa, beta, eps, decay
+        self.em_iters, self.update, self.reset = em_iters, update, reset
+        self.write_at = write_at  # instance override of the class default ("forward" = code schedule)
+        self.register_buffer("keys", torch.zeros(slots, key_dim))
+        # Half real, half fake as in the code, but interleaved (even slots real): the first read
+        # sees all-tied scores (K = 0) and torch.topk returns a contiguous block for ties, so
+        # both labels get slots in the first top-k. With two halves one label takes the whole
+        # first top-k and the histogram then keeps the other out of every top-k (p(y|x) = eps).
+        self.register_buffer("values", (torch.arange(slots) % 2 == 0).float())
+        self.register_buffer("ages", torch.zeros(slots))
+        self.register_buffer("hist", torch.full((slots,), 1e-5))
+
+    # -- read ---------------------------------------------------------------------------------
+    def log_scores(self, query: torch.Tensor) -> torch.Tensor:
+        """log p(x|c) p(c) up to a constant: kappa K_i.q + log(h_i + beta); (B, M) -> (B, N)."""
+        return self.kappa * query @ self.keys.T + (self.hist + self.beta).log()
+
+    def neighbours(self, query: torch.Tensor, label: torch.Tensor | None = None):
+        """Top-k slots (B, k) under p(c|x), or under p(c|x, v_c = label) when a label is given."""
+        scores = self.log_scores(query.detach())
+        if label is not None:
+            scores = scores.masked_fill(self.values[None] != label[:, None], -math.inf)
+        return scores.topk(self.top_k, dim=1)
+
+    def forward(self, query: torch.Tensor) -> dict[str, torch.Tensor]:
+        """p(y=1|x) from the top-k posterior (eq. 3-4); ``query`` (B, M) unit norm."""
+        with torch.no_grad():
+            _, slots = self.neighbours(query)                             # (B, k)
+        # Gathered copies: the graph never holds the buffers, so a write right after the read
+        # (write_at = "forward") cannot invalidate backward.
+        keys = self.keys[slots]                                           # (B, k, M)
+        log_prior = (self.hist[slots] + self.beta).log()                  # (B, k)
+        posterior = (self.kappa * torch.einsum("bm,bkm->bk", query, keys) + log_prior).softmax(-1)
+        prob = (posterior * self.values[slots]).sum(-1).clamp(self.eps, 1 - self.eps)
+        return {"prob": prob, "posterior": posterior, "slots": slots}
+
+    def log_likelihood(self, query: torch.Tensor, label: int = 1) -> torch.Tensor:
+        """Biased log p~(x | y) (Fig. 3a): log of the top-k mixture restricted to label slots,
+        with the prior normalised over those slots and without the vMF constant; (B,)."""
+        scores, _ = self.neighbours(query, torch.full((len(query),), float(label),
+                                                      device=query.device))
+        label_mass = (self.hist + self.beta)[self.values == label].sum()
+        return scores.logsumexp(-1) - label_mass.log()
+
+    # -- MCGN sampling ------------------------------------------------------------------------
+    def sample_slots(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """c ~ p(c | v_c = 1) = h_c v_c / sum_j h_j v_j (only real slots); (n,) on CPU."""
+        weights = (self.hist * self.values).detach().double().cpu()
+        if weights.sum() <= 0:  # no real slot left: nothing to condition on but the whole memory
+            weights = torch.ones_like(weights)
+        return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+    # -- write --------------------------------------------------------------------------------
+    def write(self, items: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+        query = F.normalize(items["query"].to(self.keys), dim=1)         # (B, M)
+        label = items["label"].to(self.keys)                             # (B,)
+        resets = self._reset_mask(query, label)                          # (B,)
+        hist_mean = self.hist.mean()
+        touched = self._update_neighbours(query[~resets], label[~resets])
+        written = self._replace_oldest(query[resets], label[resets], hist_mean, touched)
+        self.ages += 1
+        self.ages[touched | written] = 0
+
+    def _reset_mask(self, query, label) -> torch.Tensor:
+        _, top = self.neighbours(query)
+        same = self.values[top] == label[:, None]                        # (B, k)
+        return ~same.any(1) if self.reset == "no-label-in-top-k" else ~same[:, 0]
+
+    def _update_neighbours(self, query, label) -> torch.Tensor:
+        """Batched incremental EM (or the Kaiser rule) on S_y; returns the touched-slot mask."""
+        touched = torch.zeros(self.slots, dtype=torch.bool, device=self.keys.device)
+        if len(query) == 0:
+            return touched
+        cond_scores, S = self.neighbours(query, label)                   # (E, k)
+        valid = torch.isfinite(cond_scores)                              # fewer than k label slots
+        slot_ids, local = torch.unique(S[valid], return_inverse=True)    # (U,)
+        U = len(slot_ids)
+        # Local index per (row, neighbour); invalid entries go to a scratch row U, dropped below.
+        at = torch.full_like(S, U)
+        at[valid] = local
+        keys = torch.cat([self.keys[slot_ids], self.keys.new_zeros(1, self.key_dim)])   # (U+1, M)
+        hist = torch.cat([self.decay * self.hist[slot_ids], self.hist.new_ones(1)])     # (U+1,)
+        gamma_prev = torch.zeros_like(cond_scores)
+        iters = 1 if self.update == "kaiser" else self.em_iters
+        for _ in range(iters):
+            # E-step: posterior over S_y with the current estimates (eq. 1 restricted to S_y).
+            logits = self.kappa * torch.einsum("em,ekm->ek", query, keys[at]) \
+                + (hist[at] + self.beta).log()
+            gamma = logits.masked_fill(~valid, -math.inf).softmax(-1)
+            step = gamma - gamma_prev                                    # (E, k)
+            hist = hist.index_put((at,), step, accumulate=True)
+            if self.update == "em":
+                pull = step[..., None] * (query[:, None] - keys[at])     # (E, k, M)
+                moved = keys.index_put((at,), pull, accumulate=True)
+                keys = F.normalize(keys + (moved - keys) / hist[:, None], dim=1)
+            gamma_prev = gamma
+        if self.update == "kaiser":
+            nearest = at[:, 0]                                           # S is sorted: column 0
+            summed = keys.index_put((nearest,), query, accumulate=True)
+            hit = torch.zeros(U + 1, dtype=torch.bool, device=keys.device)
+            hit[nearest] = True
+            keys = torch.where(hit[:, None], F.normalize(summed, dim=1), keys)
+        self.keys[slot_ids] = keys[:U]
+        self.hist[slot_ids] = hist[:U]
+        touched[slot_ids] = True
+        return touched
+
+    def _replace_oldest(self, query, label, hist_mean, touched) -> torch.Tensor:
+        written = torch.zeros(self.slots, dtype=torch.bool, device=self.keys.device)
+        n = min(len(query), self.slots)
+        if n == 0:
+            return written
+        order = torch.sort(-self.ages, stable=True).indices              # oldest first, low index
+        order = order[torch.sort(touched[order].to(torch.uint8), stable=True).indices]  # untouched first
+        slots = order[:n]
+        self.keys[slots] = query[:n]
+        self.values[slots] = label[:n]
+        self.hist[slots] = hist_mean
+        written[slots] = True
+        return written
+
+    # -- introspection ------------------------------------------------------------------------
+    def prior(self) -> torch.Tensor:
+        """p(c) = (h + beta) / sum (h + beta); (N,)."""
+        mass = self.hist + self.beta
+        return mass / mass.sum()
+
+    def stats(self) -> dict[str, float]:
+        real = self.values > 0.5
+        prior = self.prior()
+        entropy = float(-(prior * prior.log()).sum())
+        real_mass = (self.hist * self.values)
+        real_p = real_mass / real_mass.sum().clamp_min(1e-30)
+        real_entropy = float(-(real_p[real_p > 0] * real_p[real_p > 0].log()).sum())
+        return {"real_slots": float(real.sum()), "prior_perplexity": math.exp(entropy),
+                "real_prior_perplexity": math.exp(real_entropy),
+                "hist_total": float(self.hist.sum()), "max_age": float(self.ages.max()),
+                "writes": float(self.write_count)}

@@ -1,0 +1,26 @@
+"""Registration only: the torch-heavy modules are imported when a recipe uses them."""
+import memcore
+
+_P = "memcore_memorygan"
+
+
+@memcore.hookimpl
+def memcore_api_version():
+    return memcore.API_VERSION
+
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("discriminator", "memorygan", f"{_P}.networks:DMN", f"{_P}.networks:DMNOptions",
+                 help="memoryGAN DMN: inference network + vMF-mixture memory (top-k read, EM write).")
+    registry.add("generator", "memorygan", f"{_P}.networks:MCGN", f"{_P}.networks:MCGNOptions",
+                 help="memoryGAN MCGN: c ~ p(c|v=1) from D's memory, G([K_c, z]); wraps any G.")
+    registry.add("loss", "memorygan", f"{_P}.losses:MemoryGANLoss", f"{_P}.losses:MemoryGANLossOptions",
+                 help="memoryGAN eq. 7-8 (saturating or non-saturating G) + lambda*I_hat; stages writes.")
+
+
+@memcore.hookimpl
+def memcore_add_commands(commands):
+    from .viz import configure, run
+    commands.add_viz("memorygan", "memoryGAN figures from a run: prior, posteriors, likelihood, "
+                     "interpolations.", configure, run)

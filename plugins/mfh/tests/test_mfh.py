@@ -1,0 +1,332 @@
+"""MFH plugin: networks, memory addressing, loss equations, historical average, recipes, one-shot
+sampling of a class never seen in training, and the viz/eval commands."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import tomli
+
+import memcore
+from memcore.cli import main
+
+from memcore_mfh import losses, networks
+from memcore_mfh.memory import CIMemory, gumbel_address
+from memcore_mfh.networks import Discriminator, DiscriminatorOptions, Generator, GeneratorOptions
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TINY = ["--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "train.progress=false",
+        "--set", "data.limit=64", "--set", "train.log_every=1", "--set", "train.sample_every=3",
+        "--set", "train.checkpoint_every=3", "--set", "train.grid_size=8",
+        "--set", "generator.width=8", "--set", "generator.encoder_width=8",
+        "--set", "generator.memory_slots=10", "--set", "generator.ci_dim=8",
+        "--set", "generator.cr_dim=8", "--set", "generator.addresser_hidden=16",
+        "--set", "generator.bank_size=8", "--set", "discriminator.width=8"]
+
+
+def tiny_generator(resolution=28, **kw):
+    o = GeneratorOptions(width=8, encoder_width=8, memory_slots=10, ci_dim=8, cr_dim=8,
+                         addresser_hidden=16, bank_size=8, **kw)
+    return Generator(o, memcore.BuildContext(resolution=resolution, channels=1, num_classes=4))
+
+
+def batch(n=8, classes=4):
+    return torch.rand(n, 1, 28, 28) * 2 - 1, torch.arange(n) % classes
+
+
+# -- shapes and structure ------------------------------------------------------------------------
+def test_shapes_of_every_mode():
+    torch.manual_seed(0)
+    G = tiny_generator()
+    x, y = batch()
+    out = G(mode="train", x=x, labels=y)
+    for k in ("recon", "fake_a", "fake_b"):
+        assert out[k].shape == (8, 1, 28, 28)
+        assert out[k].abs().max() <= 1
+    assert out["pi"].shape == out["probs"].shape == (8, 10)
+    assert G(mode="hallucinate", x=x, labels=y).shape == (8, 1, 28, 28)
+    assert G(cr=torch.randn(5, 8), slot=torch.arange(5)).shape == (5, 1, 28, 28)
+    assert G(exemplar=x[:1], ci=torch.randn(3, 8)).shape == (3, 1, 28, 28)
+    D = Discriminator(DiscriminatorOptions(width=8),
+                      memcore.BuildContext(resolution=28, channels=1, num_classes=4))
+    d = D(x, y)
+    assert d["logits"].shape == (8,) and d["class_logits"].shape == (8, 4)
+    assert any("parametrizations" in n for n, _ in D.named_parameters())  # spectral norm
+
+
+def test_projection_term_uses_labels():
+    torch.manual_seed(0)
+    D = Discriminator(DiscriminatorOptions(width=8),
+                      memcore.BuildContext(resolution=28, channels=1, num_classes=4)).eval()
+    x, y = batch()                                          # eval: no power iteration per call
+    plain, projected = D(x)["logits"], D(x, y)["logits"]
+    h = D.features(x).sum((2, 3))
+    assert torch.allclose(projected - plain, (D.embed(y) * h).sum(1), atol=1e-5)
+
+
+def test_switch_resolution():
+    G = tiny_generator()                                    # 28 px: stages 7, 14, 28; auto -> 14
+    assert G.synthesis.sizes == [7, 14, 28] and G.synthesis.switch_at == 14
+    assert [G.synthesis.condition_at(s) for s in (7, 14, 28)] == ["ci", "cr", "cr"]
+    assert tiny_generator(32).synthesis.switch_at == 8     # a quarter of the side
+    assert networks.default_switch([4, 8, 16, 32, 64, 128], 128) == 32   # the paper's 32 of 128
+    G = tiny_generator(32, switch_at=16)
+    assert [G.synthesis.condition_at(s) for s in (4, 8, 16, 32)] == ["ci", "ci", "cr", "cr"]
+    # the AdaIN layers really read the feature of their side of the switch
+    assert G.synthesis.stages[1][0].adain.style.in_features == 8
+    with pytest.raises(memcore.MemcoreError, match="switch_at = 12"):
+        tiny_generator(32, switch_at=12)
+
+
+def test_ci_and_cr_drive_their_stages():
+    """Changing f_ci changes the image; with switch at the first stage f_ci only enters the stem."""
+    torch.manual_seed(0)
+    G = tiny_generator().eval()
+    cr = torch.randn(1, 8)
+    a = G(cr=cr, slot=torch.tensor([0]))
+    b = G(cr=cr, slot=torch.tensor([1]))
+    assert not torch.allclose(a, b)
+
+
+def test_needs_labels():
+    with pytest.raises(memcore.MemcoreError, match="labelled"):
+        Generator(GeneratorOptions(), memcore.BuildContext(resolution=28, channels=1))
+
+
+def test_class_means_is_eq1():
+    f = torch.randn(6, 3)
+    y = torch.tensor([0, 1, 0, 2, 1, 0])
+    m = networks.class_means(f, y, 4)
+    for i in range(6):
+        assert torch.allclose(m[i], f[y == y[i]].mean(0))
+
+
+# -- memory and addressing -----------------------------------------------------------------------
+def test_gumbel_hard_is_one_hot_with_gradients():
+    torch.manual_seed(0)
+    logits = torch.randn(16, 10, requires_grad=True)
+    pi = gumbel_address(logits, tau=0.7, hard=True)
+    assert torch.equal(pi.sum(1), torch.ones(16))
+    assert set(pi.unique().tolist()) == {0.0, 1.0}
+    weights = torch.randn(10)
+    (pi * weights).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_memory_read_is_pi_times_m_and_gradient_reaches_m():
+    torch.manual_seed(0)
+    mem = CIMemory(10, 6, 6, 16, "gumbel")
+    out = mem(torch.randn(4, 6))
+    assert torch.allclose(out["f_ci"], out["pi"] @ mem.slots)
+    assert torch.allclose(out["f_ci"], mem.slots[out["pi"].argmax(1)])
+    out["f_ci"].sum().backward()
+    assert mem.slots.grad.abs().sum() > 0           # M is learned by gradient (eq. 4)
+    assert mem.addresser[0].weight.grad.abs().sum() > 0   # R through the straight-through π
+
+
+def test_usage_written_outside_autograd_after_commit():
+    torch.manual_seed(0)
+    mem = CIMemory(10, 6, 6, 16, "gumbel", window=8)
+    out = mem(torch.randn(5, 6))
+    assert int((mem.recent >= 0).sum()) == 0         # staged, not yet written
+    mem.commit()
+    assert torch.equal(mem.recent[:5], out["pi"].argmax(1))
+    assert mem.usage().sum() == 5 and not mem.recent.requires_grad
+    mem(torch.randn(5, 6))
+    mem.commit()                                     # ring buffer wraps at the window
+    assert int(mem.head) == 2 and mem.usage().sum() == 8
+    mem.eval()
+    mem(torch.randn(5, 6))
+    assert mem._staged == []                         # nothing staged in eval mode
+    stats = mem.stats()
+    assert stats["used"] + stats["dead"] == 10 and stats["tau"] == 1.0
+
+
+def test_nearest_addressing_is_vq():
+    torch.manual_seed(0)
+    mem = CIMemory(10, 6, 6, 16, "nearest")
+    q = torch.randn(4, 6, requires_grad=True)
+    out = mem(q)
+    nearest = torch.cdist(q, mem.slots).argmin(1)
+    assert torch.allclose(out["f_ci"], mem.slots[nearest], atol=1e-6)
+    chosen = mem.slots[nearest]
+    expect = F.mse_loss(chosen, q.detach()) + 0.25 * F.mse_loss(q, chosen.detach())
+    assert torch.allclose(out["vq_loss"], expect)
+    out["f_ci"].sum().backward()
+    assert torch.allclose(q.grad, torch.ones_like(q))   # straight-through to the encoder
+
+
+def test_temperature_annealing():
+    G = tiny_generator(tau=2.0, tau_min=0.5, tau_anneal=0.01)
+    assert G.temperature(0) == pytest.approx(2.0)
+    assert G.temperature(50) == pytest.approx(2.0 * math.exp(-0.5), rel=1e-5)
+    assert G.temperature(10_000) == 0.5
+
+
+# -- losses against direct computations -----------------------------------------------------------
+def test_kl_uniform_is_zero_and_positive_otherwise():
+    uniform = torch.full((3, 7), 1 / 7)
+    assert losses.balance_loss(uniform, "batch").abs() < 1e-6
+    assert losses.balance_loss(uniform, "sample").abs() < 1e-6
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
+    direct = (p.mean(0) * (p.mean(0) / (1 / 3)).log()).sum()
+    assert torch.allclose(losses.balance_loss(p, "batch"), direct)
+    per = (p * (p * 3).log()).sum(1).mean()
+    assert torch.allclose(losses.balance_loss(p, "sample"), per) and per > 0
+
+
+def test_diversity_loss_signs():
+    a, b = torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.3)
+    assert losses.diversity_loss(a, b, 0.5, hinge=False) == pytest.approx(0.5 - 0.3)
+    assert losses.diversity_loss(a, b, 0.5, hinge=True) == pytest.approx(0.2)
+    assert losses.diversity_loss(a, b + 0.5, 0.5, hinge=True) == 0      # target reached
+    # minimising it pushes the two images apart
+    b = b.clone().requires_grad_(True)
+    losses.diversity_loss(a, b, 0.5, hinge=False).backward()
+    assert (b.grad < 0).all()
+
+
+def test_adversarial_terms_direct():
+    torch.manual_seed(0)
+    y = torch.tensor([0, 2, 1])
+    real = {"logits": torch.randn(3), "class_logits": torch.randn(3, 4)}
+    fake = {"logits": torch.randn(3), "class_logits": torch.randn(3, 4)}
+    total, gan, cls = losses.adversarial_terms(real, fake, y, "D", 0.5)
+    sig = torch.sigmoid
+    direct = -(sig(real["logits"]).log().mean() + (1 - sig(fake["logits"])).log().mean())
+    assert torch.allclose(gan, direct, atol=1e-5)
+    assert torch.allclose(total, direct + 0.5 * F.cross_entropy(real["class_logits"], y), atol=1e-5)
+    fake2 = {"logits": torch.randn(6), "class_logits": torch.randn(6, 4)}
+    total, gan, cls = losses.adversarial_terms(None, fake2, y, "G", 1.0)
+    assert torch.allclose(gan, -sig(fake2["logits"]).log().mean(), atol=1e-5)
+    # both hallucinations must be classified as the input's class (Algorithm 1, line 5)
+    assert torch.allclose(cls, F.cross_entropy(fake2["class_logits"], torch.cat([y, y])))
+
+
+class FakeCtx:
+    def __init__(self, G, D, phase):
+        self.G, self.phase, self._D = G, phase, D
+        self.real, self.labels = batch()
+        self.logged, self._cache = {}, {}
+
+    def cached(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def discriminate(self, x, c):
+        return self._D(x, c)
+
+    def log(self, k, v):
+        self.logged[k] = v
+
+
+def test_reconstruction_loss_and_shared_pass():
+    torch.manual_seed(0)
+    G = tiny_generator()
+    D = Discriminator(DiscriminatorOptions(width=8),
+                      memcore.BuildContext(resolution=28, channels=1, num_classes=4))
+    ctx = FakeCtx(G, D, "G")
+    value = losses.Reconstruction(memcore.LossOptions())(ctx)
+    p = losses.mfh_pass(ctx)
+    assert torch.allclose(value, (ctx.real - p["recon"]).abs().mean())
+    assert losses.mfh_pass(ctx) is p                 # one G/D forward shared by every term
+    assert p["d_fake"]["logits"].shape == (16,)      # both hallucinations scored
+    assert "mfh/slot_image_l1" in ctx.logged
+    d_ctx = FakeCtx(G, D, "D")
+    d_value = losses.Adversarial(losses.AdversarialOptions())(d_ctx)
+    assert d_value.requires_grad and not losses.mfh_pass(d_ctx).get("recon")
+
+
+def test_historical_average_update_rule(tmp_path, monkeypatch):
+    """After one step the EMA G is 0.999 * initial G + 0.001 * trained G (update weight 0.001)."""
+    recipe = tomli.loads((RECIPES / "mfh-fashion-mnist.toml").read_text())
+    assert recipe["ema"]["decay"] == 0.999 and recipe["ema"]["start"] == 0
+    assert recipe["optim"]["G"]["lr"] == 1e-4
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(RECIPES / "mfh-fashion-mnist.toml"), *TINY,
+                 "--set", "train.steps=1", "--set", "train.checkpoint_every=1"]) == 0
+    state = torch.load(next((run_dir(tmp_path) / "checkpoints").glob("step-*.pt")), weights_only=True)
+    torch.manual_seed(0)                                 # the run builds G first from train.seed
+    o = GeneratorOptions(width=8, encoder_width=8, memory_slots=10, ci_dim=8, cr_dim=8,
+                         addresser_hidden=16, bank_size=8)
+    initial = Generator(o, memcore.BuildContext(resolution=28, channels=1, num_classes=7))
+    G, G_ema = state["models"]["G"], state["models"]["G_ema"]
+    for name, p0 in initial.named_parameters():
+        assert torch.allclose(G_ema[name], 0.999 * p0 + 0.001 * G[name], atol=1e-6), name
+    assert not torch.allclose(G["memory.slots"], initial.memory.slots)   # M did train
+
+
+# -- runs ----------------------------------------------------------------------------------------
+def run_dir(tmp_path):
+    return next((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("recipe", ["mfh-fashion-mnist.toml", "mfh-animal-mnist.toml"])
+def test_recipe_trains_and_base_split_has_no_novel_class(recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(RECIPES / recipe), *TINY]) == 0
+    run = run_dir(tmp_path)
+    state = torch.load(sorted((run / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)
+    assert state["dataset"]["num_classes"] == 7
+    bank = state["models"]["G_ema"]["bank.labels"]
+    assert bank.max() < 7 and (bank >= 0).all()      # only base classes reached the generator
+    log = (run / "log.jsonl").read_text()
+    assert "memory/G.memory/entropy" in log and "mfh/slot_image_l1" in log
+    assert (run / "samples" / "latest.png").exists()
+
+
+def test_base_split_excludes_novel_classes():
+    entry = memcore.get_registry().get("dataset", "fashion-mnist")
+    options = entry.load_config()(classes=[0, 1, 2, 3, 4, 5, 6], limit=2000)
+    data = entry.load_factory()(options, memcore.BuildContext(0, 0))
+    assert data.num_classes == 7 and set(data.labels.unique().tolist()) <= set(range(7))
+    assert "sneaker" not in data.class_names and "bag" not in data.class_names
+
+
+def test_one_shot_sampling_of_unseen_class_and_figures(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(RECIPES / "mfh-fashion-mnist.toml"), *TINY]) == 0
+    run = run_dir(tmp_path)
+    from memcore_mfh.tools import novel_data
+    recipe = tomli.loads((run / "recipe.resolved.toml").read_text())
+    images, labels, names = novel_data(recipe)
+    assert names == ["sneaker", "bag", "ankle boot"] and set(labels.tolist()) == {7, 8, 9}
+    from PIL import Image
+    exemplar = images[0].add(1).mul(127.5).round().byte()[0].numpy()
+    Image.fromarray(exemplar).save(tmp_path / "one.png")
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(run), "--exemplar", str(tmp_path / "one.png"), "--n", "16",
+                 "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size[0] > 4 * 28 and im.size[1] > 2 * 28
+    assert main(["viz", "mfh", str(run), "--slots", "4", "--steps", "3"]) == 0
+    assert (run / "viz-mfh" / "fig5-same-slot.png").exists()
+    assert (run / "viz-mfh" / "fig10-interpolation.png").exists()
+
+
+def test_eval_command_runs_with_test_extractor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(RECIPES / "mfh-animal-mnist.toml"), *TINY]) == 0
+    run = run_dir(tmp_path)
+    assert main(["mfh-eval", str(run), "--extractor", "pixels", "--per-class", "8",
+                 "--episodes", "5", "--supports", "2", "--generated", "2"]) == 0
+    import json
+    result = json.loads(next(run.glob("mfh-eval-step-*.json")).read_text())
+    assert set(result["per_class"]) == {"horse", "sheep", "zebra"}
+    assert result["per_class"]["horse"]["generated"] == 8
+    assert 0 <= result["protonet"]["accuracy"] <= 1
+
+
+def test_sample_latent_rules():
+    torch.manual_seed(0)
+    G = tiny_generator().eval()
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(memcore.MemcoreError, match="no exemplar"):
+        G.sample_latent(4, gen, "cpu")
+    with pytest.raises(memcore.MemcoreError, match="shape"):
+        G.sample_latent(4, gen, "cpu", exemplar=torch.zeros(1, 3, 28, 28))
+    lat = G.sample_latent(6, gen, "cpu", exemplar=torch.zeros(2, 1, 28, 28))
+    assert lat["slot"].unique().numel() == 6        # distinct slots while n <= memory size
+    assert torch.allclose(lat["cr"][0], G.E_cr(torch.zeros(2, 1, 28, 28)).mean(0), atol=1e-6)
