@@ -43,29 +43,12 @@ class Commands:
 
 
 # -- run / validate ---------------------------------------------------------------------------
-def _recipe_from_args(args):
-    from .recipe import load_recipe
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "recipe.resolved.toml").exists():
-            raise MemcoreError(f"--resume {run_dir}: not a memcore run directory (no "
-                               "recipe.resolved.toml)")
-        recipe, resolved = load_recipe(run_dir / "recipe.resolved.toml", args.set)
-        return recipe, resolved, run_dir
-    if not args.recipe:
-        raise MemcoreError("give a recipe file, or --resume RUN_DIR")
-    recipe, resolved = load_recipe(args.recipe, args.set)
-    return recipe, resolved, None
-
-
 def cmd_validate(args) -> int:
-    from .recipe import dumps
-    from .build import build_dataset
-    args.resume = None
-    recipe, resolved, _ = _recipe_from_args(args)
+    from .recipe import dumps, load_recipe
+    if not args.recipe:
+        raise MemcoreError("give a recipe file")
+    _, resolved = load_recipe(args.recipe, args.set)
     print(dumps(resolved), end="")
-    if getattr(args, "build", False):
-        build_dataset(recipe)
     print(f"# {args.recipe}: valid", file=sys.stderr)
     return 0
 
@@ -81,32 +64,12 @@ def _relaunch(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import checkpoint, dist
-    from .recipe import dumps
-    from .rundir import new_run_dir, write_run_files
-    from .trainer import Trainer
+    from .runs import train
     if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         return _relaunch(args)
-    recipe, resolved, resume_dir = _recipe_from_args(args)
-    if args.dry_run:
-        print(dumps(resolved), end="")
-        return 0
-    resume_from = checkpoint.resolve(resume_dir) if resume_dir else None
-    trainer = Trainer(recipe, resolved, Path("."), resume_from=resume_from)
-    run_dir = resume_dir or Path(dist.gather_object(str(new_run_dir(recipe, args.recipe)))[0])
-    trainer.run_dir = Path(run_dir)
-    if trainer.accelerator.is_main_process:
-        write_run_files(trainer.run_dir, resolved)
-        what = f"resume from step {trainer.step}" if resume_dir else "recipe saved as recipe.resolved.toml"
-        print(f"memcore {__version__} · run {trainer.run_dir} · {what} · "
-              f"{trainer.world} process(es) on {trainer.device}", flush=True)
-    try:
-        result = trainer.train()
-    finally:
-        trainer.close()
-    if trainer.accelerator.is_main_process:
-        print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'} · "
-              f"report {trainer.run_dir / 'report.md'}")
+    if not args.recipe and not args.resume:
+        raise MemcoreError("give a recipe file, or --resume RUN_DIR")
+    train(args.recipe, args.set, resume=args.resume, dry_run=args.dry_run)
     return 0
 
 
@@ -206,7 +169,7 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
     from .build import build_dataset, build_metrics
     from .evaluation import MetricSession
-    from .recipe import recipe_from_dict
+    from .recipe import apply_overrides, recipe_from_dict
     import tomli
     from .runs import load_run
     loaded = load_run(args.run, args.checkpoint)
@@ -217,7 +180,7 @@ def cmd_eval(args) -> int:
     if args.num_samples:
         for m in raw.get("metrics", []):
             m["num_samples"] = args.num_samples
-    recipe, _ = recipe_from_dict(raw, "eval")
+    recipe, _ = recipe_from_dict(apply_overrides(raw, args.set), "eval")
     if not recipe.metrics:
         raise MemcoreError("no metrics: the run's recipe has no [[metrics]]; pass --metrics fid,kid")
     dataset = build_dataset(recipe)
@@ -278,6 +241,9 @@ def build_parser():
         p.add_argument("--metrics", help="Comma-separated metric names (default: the recipe's).")
         p.add_argument("--num-samples", type=int)
         p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="Override the run's recipe for this evaluation, e.g. "
+                       "--set metrics.0.extractor=efficientnet-lite0.")
     commands.add("eval", "Compute metrics on a finished run; writes JSON into the run.",
                  eval_args, cmd_eval)
 

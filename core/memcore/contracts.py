@@ -333,14 +333,14 @@ def _forward_writes(module: nn.Module, before: Mapping) -> list[str]:
 
 # -- Memory ---------------------------------------------------------------------------------
 def check_memory(memory, inputs, *, read_shape: tuple | None = None, differentiable: bool = True,
-                 seed: int = 0) -> None:
+                 distributed: bool = False, seed: int = 0) -> None:
     """Check a :class:`memcore.Memory` whose ``forward(*inputs)`` reads (and stages rows).
 
     ``inputs``: a tensor, a tuple of tensors, or ``inputs(generator) -> tuple``. Contracts:
     ``protocol``, ``read`` (tensors of the inputs' dtype, ``read_shape`` if given, gradients reach
     the query when ``differentiable``), ``write`` (a train-mode forward and commit change a buffer),
-    and those shared with every module (:func:`check_block`). For the 2-process contract see
-    :func:`check_memory_distributed`.
+    and those shared with every module (:func:`check_block`). ``distributed=True`` adds the
+    2-process contract of :func:`check_memory_distributed` (a few seconds: two processes start).
     """
     make, seeded = _maker(memory), not isinstance(memory, nn.Module)
     m = make(seed)
@@ -383,6 +383,8 @@ def check_memory(memory, inputs, *, read_shape: tuple | None = None, differentia
 
     _module_contracts("memory", make, lambda mod: mod(*args),
                       lambda mod: mod(*_as(args, torch.float64)), seed, seeded)
+    if distributed:
+        check_memory_distributed(memory, inputs, seed=seed)
 
 
 def _memory_on_rank(memory, inputs, seed: int, steps: int) -> dict:

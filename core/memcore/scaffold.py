@@ -672,7 +672,13 @@ def configure(parser) -> None:
 
 
 def command(args) -> int:
+    from .registry import get_registry
     root = generate(args.name, args.kind, args.dir)
+    kind = "block" if args.kind == "memory" else args.kind
+    taken = get_registry().entries.get((kind, args.name))
+    if taken is not None:
+        print(f"note: {kind} '{args.name}' is already registered by plugin '{taken.plugin}'; "
+              "installing both makes memcore refuse the second, so consider another name")
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         print(f"  {path}")
     print(f"\nnext: cd {root} && pip install -e . && pytest && memcore run recipes/{args.name}.toml")

@@ -1,0 +1,1 @@
+"""SAGAN for memcore: the self-attention block, SAGAN backbones, the attention study."""
