@@ -38,7 +38,7 @@ def register_dump(registry):
 
 
 @pytest.mark.distributed
-def test_two_processes_agree_and_resume_on_one(tmp_path, monkeypatch):
+def test_two_processes_agree_and_resume_on_one(tmp_path, monkeypatch, isolated_registry):
     plugin = tmp_path / "dumpplugin.py"
     plugin.write_text(DUMP_PLUGIN)
     recipe = tiny_recipe()

@@ -75,3 +75,23 @@ def test_metrics_logged_best_kept_and_eval(tmp_path, monkeypatch, capsys):
     assert run_cli("eval", run, "--num-samples", "8") == 0
     result = json.loads((run / "eval-step-0000006.json").read_text())
     assert result[0]["metric"] == "brightness" and result[0]["samples"] == "8"
+
+
+def test_best_metric_can_name_an_extractor():
+    from types import SimpleNamespace
+    from memcore.trainer import Trainer
+    fid = SimpleNamespace(key="fid", higher_is_better=False)
+    t = SimpleNamespace(recipe=SimpleNamespace(train=SimpleNamespace(best_metric="fid@b")),
+                        best={}, step=5)
+    results = [({"fid": 1.0}, {"extractor": "a"}, fid), ({"fid": 9.0}, {"extractor": "b"}, fid)]
+    Trainer._track_best(t, results)
+    assert t.best == {"key": "fid@b", "value": 9.0, "step": 5}
+    t.recipe.train.best_metric, t.best = None, {}
+    Trainer._track_best(t, results)  # default: the first metric's key, from the first metric
+    assert t.best["value"] == 1.0
+
+
+def test_eval_metric_with_extractor_syntax():
+    from memcore.cli import _metric_table
+    assert _metric_table("fid@fashion-classifier") == {"kind": "fid", "extractor": "fashion-classifier"}
+    assert _metric_table("kid") == {"kind": "kid"}

@@ -432,7 +432,7 @@ def tutorial_blocks(language):
 
 def test_the_tutorial_plugin_trains_in_generator_and_discriminator(tmp_path, isolated_registry,
                                                                    monkeypatch):
-    monkeypatch.chdir(tmp_path)  # see test_local_plugin_paths_are_relative_to_the_recipe
+    monkeypatch.chdir(tmp_path)  # runs/ is written to the working directory
     files = {}
     for block in tutorial_blocks("python") + tutorial_blocks("toml"):
         name, _, body = block.partition("\n")
@@ -447,8 +447,6 @@ def test_the_tutorial_plugin_trains_in_generator_and_discriminator(tmp_path, iso
         assert counts and all(c == 2 for c in counts), (role, counts)
 
 
-@pytest.mark.xfail(strict=True, reason="core: recipe.read_toml absolutises plugins.local only for "
-                   "recipes with `extends`")
 def test_local_plugin_paths_are_relative_to_the_recipe(tmp_path, isolated_registry, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "noop_plugin.py").write_text("")

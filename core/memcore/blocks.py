@@ -26,7 +26,6 @@ from torch import nn
 
 from .config import config, option, positive
 from .errors import RecipeError
-from .registry import get_registry
 
 
 @config
@@ -42,8 +41,8 @@ class BlockSlots(nn.Module):
         super().__init__()
         self.resolutions = dict(channels_at)
         self.stages = nn.ModuleDict()
+        from .build import make_component
         problems = []
-        registry = get_registry()
         for i, spec in enumerate(blocks):
             at = getattr(spec.options, "at", None)
             if at not in self.resolutions:
@@ -53,7 +52,7 @@ class BlockSlots(nn.Module):
                 continue
             block_ctx = attrs.evolve(ctx, resolution=at, channels=self.resolutions[at],
                                      role=f"{where}[{i}]", blocks=())
-            block = registry.get("block", spec.kind).load_factory()(spec.options, block_ctx)
+            block = make_component("block", spec, block_ctx)
             if str(at) not in self.stages:
                 self.stages[str(at)] = nn.ModuleList()
             self.stages[str(at)].append(block)

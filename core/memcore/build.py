@@ -14,7 +14,8 @@ from .recipe import Recipe
 from .registry import get_registry
 
 
-def _make(kind: str, spec, ctx: BuildContext):
+def make_component(kind: str, spec, ctx: BuildContext):
+    """``factory(options, ctx)`` of a recipe component; a failure names the component's plugin."""
     entry = get_registry().get(kind, spec.kind)
     try:
         return entry.load_factory()(spec.options, ctx)
@@ -27,7 +28,7 @@ def _make(kind: str, spec, ctx: BuildContext):
 
 def build_dataset(recipe: Recipe):
     ctx = BuildContext(resolution=0, channels=0, role="data", seed=recipe.train.seed)
-    return _make("dataset", recipe.data, ctx)
+    return make_component("dataset", recipe.data, ctx)
 
 
 def base_context(recipe: Recipe, dataset) -> BuildContext:
@@ -38,7 +39,7 @@ def base_context(recipe: Recipe, dataset) -> BuildContext:
 def build_network(recipe: Recipe, dataset, role: str) -> nn.Module:
     spec = getattr(recipe, role)
     ctx = attrs.evolve(base_context(recipe, dataset), role=role, blocks=spec.blocks)
-    net = _make(role, spec, ctx)
+    net = make_component(role, spec, ctx)
     if not isinstance(net, nn.Module):
         raise MemcoreError(f"{role} '{spec.kind}' did not build an nn.Module")
     if spec.blocks and not ctx._slots_used:
@@ -66,9 +67,9 @@ def build_models(recipe: Recipe, dataset) -> Models:
     D = build_network(recipe, dataset, "discriminator")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if recipe.ema.enabled else None
     ctx = base_context(recipe, dataset)
-    augment = _make("augment", recipe.augment, attrs.evolve(ctx, role="augment")) \
+    augment = make_component("augment", recipe.augment, attrs.evolve(ctx, role="augment")) \
         if recipe.augment is not None else None
-    losses = [_make("loss", spec, attrs.evolve(ctx, role=f"losses[{i}]"))
+    losses = [make_component("loss", spec, attrs.evolve(ctx, role=f"losses[{i}]"))
               for i, spec in enumerate(recipe.losses)]
     models = Models(G=G, D=D, G_ema=G_ema, augment=augment, losses=losses)
     for m in models.modules_with("on_build", include_ema=True):
@@ -78,5 +79,5 @@ def build_models(recipe: Recipe, dataset) -> Models:
 
 def build_metrics(recipe: Recipe, dataset) -> list:
     ctx = attrs.evolve(base_context(recipe, dataset), role="metrics")
-    return [_make("metric", spec, attrs.evolve(ctx, role=f"metrics[{i}]"))
+    return [make_component("metric", spec, attrs.evolve(ctx, role=f"metrics[{i}]"))
             for i, spec in enumerate(recipe.metrics)]

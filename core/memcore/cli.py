@@ -125,7 +125,6 @@ def describe_options(cls) -> list[tuple[str, str, str, str]]:
 
 
 def cmd_show(args) -> int:
-    import tomli_w
     from .config import defaults_of
     from .registry import get_registry
     kind, sep, name = args.component.partition(":")
@@ -136,11 +135,23 @@ def cmd_show(args) -> int:
     print(f"{kind}:{name} — {entry.help} (plugin '{entry.plugin}')\n")
     for opt, t, default, help_text in describe_options(cls):
         print(f"  {opt:<18} {t:<24} default {default}\n      {help_text}")
-    header = {"generator": "[generator]", "discriminator": "[discriminator]", "dataset": "[data]",
-              "augment": "[augment]", "loss": "[[losses]]", "metric": "[[metrics]]",
-              "block": "[[generator.blocks]]"}.get(kind, f"# options of {kind}:{name}")
-    print(f"\n# TOML\n{header}\n" + tomli_w.dumps({"kind": name, **defaults_of(cls)}))
+    section, array = {"generator": ("generator", False), "discriminator": ("discriminator", False),
+                      "dataset": ("data", False), "augment": ("augment", False),
+                      "loss": ("losses", True), "metric": ("metrics", True),
+                      "block": ("generator.blocks", True)}.get(kind, (f"{kind}", False))
+    print("\n# TOML\n" + toml_table(section, {"kind": name, **defaults_of(cls)}, array), end="")
     return 0
+
+
+def toml_table(path: str, table: dict, array: bool = False) -> str:
+    """``[path]`` (or ``[[path]]``) with its scalar keys, then its sub-tables as ``[path.key]``."""
+    import tomli_w
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    out = (f"[[{path}]]\n" if array else f"[{path}]\n") + tomli_w.dumps(scalars)
+    for key, sub in table.items():
+        if isinstance(sub, dict):
+            out += "\n" + toml_table(f"{path}.{key}", sub)
+    return out
 
 
 # -- sample / eval ----------------------------------------------------------------------------
@@ -166,6 +177,12 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _metric_table(text: str) -> dict:
+    """``fid`` or ``fid@fashion-classifier`` (metric name, optionally its extractor)."""
+    name, _, extractor = text.partition("@")
+    return {"kind": name, "extractor": extractor} if extractor else {"kind": name}
+
+
 def cmd_eval(args) -> int:
     from .build import build_dataset, build_metrics
     from .evaluation import MetricSession
@@ -176,7 +193,7 @@ def cmd_eval(args) -> int:
     G, state = loaded.G, loaded.state
     raw = tomli.loads(state["recipe"])
     if args.metrics:
-        raw["metrics"] = [{"kind": m.strip()} for m in args.metrics.split(",") if m.strip()]
+        raw["metrics"] = [_metric_table(m.strip()) for m in args.metrics.split(",") if m.strip()]
     if args.num_samples:
         for m in raw.get("metrics", []):
             m["num_samples"] = args.num_samples
@@ -187,7 +204,8 @@ def cmd_eval(args) -> int:
     metrics = build_metrics(recipe, dataset)
     for m in metrics:
         m.preflight()
-    session = MetricSession(G, dataset, "cpu", loaded.run_dir, state["step"], recipe)
+    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+    session = MetricSession(G.to(device), dataset, device, loaded.run_dir, state["step"], recipe)
     results = []
     for spec, m in zip(recipe.metrics, metrics):
         out = m.compute(session)
@@ -238,7 +256,8 @@ def build_parser():
 
     def eval_args(p):
         p.add_argument("run", help="Run directory or checkpoint file.")
-        p.add_argument("--metrics", help="Comma-separated metric names (default: the recipe's).")
+        p.add_argument("--metrics", help="Comma-separated metrics, each NAME or NAME@EXTRACTOR "
+                       "(default: the recipe's).")
         p.add_argument("--num-samples", type=int)
         p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -353,6 +353,15 @@ def unstructure(obj) -> Any:
     return converter.unstructure(obj)
 
 
+def drop_none(value):
+    """TOML has no null: absent keys stand for None, recursively."""
+    if isinstance(value, dict):
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_none(v) for v in value]
+    return value
+
+
 def defaults_of(cls) -> dict:
     """The default options of an attrs config class as a TOML-ready dict (required keys skipped)."""
     out = {}
@@ -360,9 +369,8 @@ def defaults_of(cls) -> dict:
         if f.default is attrs.NOTHING:
             continue
         value = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
-        if value is not None:
-            out[f.name] = unstructure(value)
-    return out
+        out[f.name] = unstructure(value)
+    return drop_none(out)
 
 
 def deep_merge(base: dict, override: dict) -> dict:

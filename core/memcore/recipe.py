@@ -15,8 +15,8 @@ from typing import Literal, Optional
 import tomli
 import tomli_w
 
-from .config import (Component, config, deep_merge, each, non_negative, option, positive, slot,
-                     structure, unstructure, in_range)
+from .config import (Component, config, deep_merge, drop_none, each, non_negative, option,
+                     positive, slot, structure, unstructure, in_range)
 from .errors import RecipeError
 from .registry import get_registry
 
@@ -135,7 +135,7 @@ def read_toml(path: Path, _chain=()) -> dict:
         raise RecipeError([f"not valid TOML: {exc}"], str(path)) from None
     base = data.pop("extends", None)
     if base is None:
-        return data
+        return _absolutise_locals(data, path.parent)
     bases = [base] if isinstance(base, str) else base
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise RecipeError([f"extends = {base!r}: expected a path or a list of paths"], str(path))
@@ -245,12 +245,4 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
 
 
 def dumps(resolved: dict) -> str:
-    return tomli_w.dumps(_drop_none(resolved))
-
-
-def _drop_none(value):
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
+    return tomli_w.dumps(drop_none(resolved))

@@ -414,7 +414,7 @@ class Trainer:
             out = m.compute(session)
             values = {k: v for k, v in out.items() if isinstance(v, (int, float))}
             protocol = {k: v for k, v in out.items() if not isinstance(v, (int, float))}
-            results.append((values, m))
+            results.append((values, protocol, m))
             if self.accelerator.is_main_process:
                 with open(self.run_dir / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps({"step": self.step, "metric": spec.kind, "values": values,
@@ -428,16 +428,21 @@ class Trainer:
         return results
 
     def _track_best(self, results) -> None:
+        """``train.best_metric`` is a value name (``fid``: the first metric giving one) or a
+        value of one extractor (``fid@fashion-classifier``); default: the first metric's key."""
         if not results:
             return
-        key = self.recipe.train.best_metric or results[0][1].key
-        for values, m in results:
-            if key in values:
-                value, higher = values[key], m.higher_is_better
-                old = self.best.get("value")
-                if old is None or (value > old if higher else value < old):
-                    self.best = {"key": key, "value": float(value), "step": self.step}
-                    self._best_pending = True
+        key = self.recipe.train.best_metric or results[0][2].key
+        for values, protocol, m in results:
+            named = {**values, **{f"{k}@{protocol['extractor']}": v for k, v in values.items()
+                                  if protocol.get("extractor")}}
+            if key not in named:
+                continue
+            value, old = named[key], self.best.get("value")
+            if old is None or (value > old if m.higher_is_better else value < old):
+                self.best = {"key": key, "value": float(value), "step": self.step}
+                self._best_pending = True
+            return
 
     def state_dict(self) -> dict:
         models = {"G": self.models.G.state_dict(), "D": self.models.D.state_dict()}

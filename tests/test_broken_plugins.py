@@ -1,0 +1,264 @@
+"""Isolation: deliberately broken plugins, installed as real entry points (a temporary dist-info on
+sys.path), are each reported by name while everything else keeps working."""
+import sys
+
+import pytest
+
+import memcore
+from memcore.cli import main
+from memcore.registry import PluginError, Registry, use_registry
+from memcore.testing import tiny_recipe, train
+
+GOOD = '''
+import memcore
+
+
+class Zero(memcore.Loss):
+    phases = ("G",)
+
+    def __call__(self, ctx):
+        return memcore.logits_of(ctx.d_fake).mean() * 0
+
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("loss", "good-loss", Zero, memcore.LossOptions, help="Adds zero.")
+'''
+
+PLUGINS = {  # entry point name -> module source
+    "good": GOOD,
+    "broken-import": "raise ImportError(\"no module named 'scipy'\")\n",
+    "twin-a": '''
+import memcore
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("loss", "twin", "memcore:Loss")
+''',
+    "twin-b": '''
+import memcore
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("loss", "twin-b-only", "memcore:Loss")
+    registry.add("loss", "twin", "memcore:Loss")
+''',
+    "typo": '''
+import memcore
+
+@memcore.hookimpl
+def memcore_register_component(registry):
+    registry.add("loss", "typo-loss", "memcore:Loss")
+''',
+    "halfway": '''
+import memcore
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("loss", "halfway-loss", "memcore:Loss")
+    raise RuntimeError("config file missing")
+''',
+    "explodes": '''
+import memcore
+
+
+def explode(options, ctx):
+    raise RuntimeError("kaboom")
+
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("loss", "exploding-loss", explode, memcore.LossOptions)
+    registry.add("block", "exploding-block", explode, memcore.BlockOptions)
+''',
+    "future": '''
+import memcore
+
+@memcore.hookimpl
+def memcore_api_version():
+    return "2"
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("loss", "future-loss", "memcore:Loss")
+''',
+}
+
+
+def module_name(plugin):
+    return "mc_test_" + plugin.replace("-", "_")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """Each plugin as an installed distribution: a module plus a dist-info with its entry point."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for plugin, source in PLUGINS.items():
+        (folder / f"{module_name(plugin)}.py").write_text(source)
+        info = folder / f"memcore_test_{module_name(plugin)}-0.0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: memcore-test-{plugin}\n"
+                                       "Version: 0.0.1\n")
+        (info / "entry_points.txt").write_text(f"[memcore]\n{plugin} = {module_name(plugin)}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for plugin in PLUGINS:
+        sys.modules.pop(module_name(plugin), None)
+
+
+@pytest.fixture
+def registry(site):
+    reg = Registry()
+    reg.load_entry_points()
+    with use_registry(reg):
+        yield reg
+
+
+def status(registry, name):
+    info = registry.plugins[name]
+    return info.status, info.error or ""
+
+
+def test_each_broken_plugin_is_reported_by_name(registry, capsys):
+    assert status(registry, "good") == ("ok", "")
+    assert registry.plugins["good"].dist == "memcore-test-good"
+    assert status(registry, "base")[0] == status(registry, "builtin")[0] == "ok"
+    assert status(registry, "explodes")[0] == "ok"  # it only fails when a recipe builds it
+
+    state, error = status(registry, "broken-import")
+    assert state == "failed" and error == "failed to load: ImportError: no module named 'scipy'"
+
+    state, error = status(registry, "twin-b")
+    assert state == "failed" and "'twin-a' and 'twin-b'" in error
+    assert registry.conflicts[("loss", "twin")] == ["twin-a", "twin-b"]
+    assert ("loss", "twin-b-only") not in registry.entries  # a failed plugin adds nothing
+
+    state, error = status(registry, "typo")
+    assert state == "failed" and "unknown hook" in error and "memcore_register_component" in error
+    assert registry.pm.get_plugin("typo") is None and ("loss", "typo-loss") not in registry.entries
+
+    state, error = status(registry, "halfway")
+    assert state == "failed" and "RuntimeError: config file missing" in error
+    assert ("loss", "halfway-loss") not in registry.entries
+
+    state, error = status(registry, "future")
+    assert state == "failed" and "needs memcore API 2, this memcore provides API 1" in error
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for name in ("broken-import", "twin-b", "typo", "halfway", "future"):
+        line = next(row for row in out.splitlines() if row.startswith(name + " "))
+        assert "FAILED: " in line, line
+    assert "loss:good-loss" in out
+
+
+def test_everything_else_still_trains(registry, tmp_path):
+    recipe = tiny_recipe(losses=[{"kind": "hinge"}, {"kind": "good-loss"}])
+    run = train(recipe, tmp_path, steps=2)
+    assert (run / "checkpoints" / "step-0000002.pt").is_file()
+
+
+@pytest.mark.parametrize("loss, message", [
+    ("halfway-loss", "loss 'halfway-loss' comes from plugin 'halfway', which failed while "
+                     "registering components: RuntimeError: config file missing"),
+    ("broken-import", "loss 'broken-import' comes from plugin 'broken-import', which failed to "
+                      "load: ImportError"),
+    ("twin", "loss 'twin' is registered by several plugins (twin-a, twin-b)"),
+])
+def test_a_recipe_naming_a_component_of_a_failed_plugin_gets_its_error(registry, tmp_path, capsys,
+                                                                        loss, message):
+    import tomli_w
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(tiny_recipe(losses=[{"kind": loss}])))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def run_and_capture(registry, tmp_path, capsys, **sections):
+    import tomli_w
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(tiny_recipe(**sections)))
+    code = main(["run", str(path), "--set", "data.limit=16", "--set", f"run.root={tmp_path}/runs"])
+    return code, capsys.readouterr().err
+
+
+def test_a_component_raising_at_build_names_plugin_and_component(registry, tmp_path, capsys):
+    code, err = run_and_capture(registry, tmp_path, capsys,
+                                losses=[{"kind": "hinge"}, {"kind": "exploding-loss"}])
+    assert code != 0 and "Traceback" not in err
+    assert "losses[1] 'exploding-loss' (plugin 'explodes') failed to build: RuntimeError: kaboom" \
+        in err
+
+
+def test_a_block_raising_at_build_names_its_plugin(registry, tmp_path, capsys):
+    generator = {**tiny_recipe()["generator"], "blocks": [{"kind": "exploding-block", "at": 14}]}
+    code, err = run_and_capture(registry, tmp_path, capsys, generator=generator)
+    assert code != 0 and "Traceback" not in err
+    assert "'exploding-block' (plugin 'explodes') failed to build: RuntimeError: kaboom" in err
+
+
+# -- environment variables ------------------------------------------------------------------
+def load(monkeypatch, **env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reg = Registry()
+    reg.load_entry_points()
+    return reg
+
+
+def test_disable_plugins(site, monkeypatch):
+    reg = load(monkeypatch, MEMCORE_DISABLE_PLUGINS="broken-import, typo")
+    assert status(reg, "broken-import") == status(reg, "typo") == ("disabled", "")
+    assert status(reg, "good") == ("ok", "") and status(reg, "halfway")[0] == "failed"
+
+
+def test_load_plugins_allow_list(site, monkeypatch):
+    reg = load(monkeypatch, MEMCORE_LOAD_PLUGINS="good,builtin")
+    assert {n for n, p in reg.plugins.items() if p.status != "disabled"} == {"good", "builtin"}
+    assert reg.names("loss") == ["good-loss"] and "fashion-mnist" in reg.names("dataset")
+    reg = load(monkeypatch, MEMCORE_LOAD_PLUGINS="")
+    assert all(p.status == "disabled" for p in reg.plugins.values()) and not reg.entries
+
+
+def test_strict_plugins_reraises(site, monkeypatch, capsys):
+    monkeypatch.setenv("MEMCORE_LOAD_PLUGINS", "good,broken-import")
+    with pytest.raises(PluginError, match="plugin 'broken-import' failed to load: ImportError"):
+        load(monkeypatch, MEMCORE_STRICT_PLUGINS="1")
+    with use_registry(None):  # the CLI loads afresh: one line, exit status 1, no traceback
+        assert main(["plugins"]) == 1
+    err = capsys.readouterr().err
+    assert "error: plugin 'broken-import' failed to load" in err and "Traceback" not in err
+    monkeypatch.setenv("MEMCORE_STRICT_PLUGINS", "0")
+    assert status(load(monkeypatch), "broken-import")[0] == "failed"
+
+
+# -- compatibility and commands -------------------------------------------------------------
+def test_api_version_policy(register_plugin):
+    same_major = register_plugin("minor-ahead", memcore_api_version=lambda: "1.7")
+    assert same_major.status == "ok"
+    other_major = register_plugin("old", memcore_api_version=lambda: "0.9")
+    assert other_major.status == "failed"
+    assert other_major.error == ("is incompatible: PluginError: needs memcore API 0.9, this "
+                                 f"memcore provides API {memcore.API_VERSION}")
+
+    def broken():
+        raise ValueError("no version")
+    assert "failed in memcore_api_version" in register_plugin(
+        "confused", memcore_api_version=broken).error
+
+
+def test_plugin_commands_are_isolated(register_plugin, capsys):
+    def add_hello(commands):
+        commands.add("hello", "Say hello.", lambda p: p.add_argument("who"),
+                     lambda args: print(f"hello {args.who}") or 0)
+
+    def add_broken(commands):
+        raise RuntimeError("bad command")
+    register_plugin("greeter", memcore_add_commands=add_hello)
+    register_plugin("bad-commands", memcore_add_commands=add_broken)
+    assert main(["hello", "world"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "hello world\n"
+    assert "plugin 'bad-commands' could not add commands: bad command" in captured.err
