@@ -58,3 +58,18 @@ def test_missing_run_dir_errors(capsys, tmp_path):
     assert "not a memcore run directory" in capsys.readouterr().err
     assert run_cli("eval", tmp_path) == 1
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_plugins_dir_loads_local_files(tmp_path, capsys, isolated_registry):
+    (tmp_path / "gain.py").write_text(
+        "import memcore\n"
+        "@memcore.hookimpl\n"
+        "def memcore_register_components(registry):\n"
+        "    registry.add('loss', 'zero-loss', lambda o, c: None, help='does nothing')\n")
+    assert run_cli("--plugins-dir", tmp_path, "list", "loss") == 0
+    assert "zero-loss" in capsys.readouterr().out and "local:gain" in isolated_registry.plugins
+    assert run_cli("--plugins-dir", tmp_path / "nope", "list") == 1
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "broken.py").write_text("raise ImportError('missing dependency torch_foo')")
+    assert run_cli("--plugins-dir", tmp_path, "list") == 2
+    assert "--plugins-dir[0]" in capsys.readouterr().err

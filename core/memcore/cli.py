@@ -221,6 +221,9 @@ def cmd_eval(args) -> int:
 def build_parser():
     parser = argparse.ArgumentParser(prog="memcore", description="Memory and attention in GANs.")
     parser.add_argument("--version", action="store_true", help="Print versions and plugins.")
+    parser.add_argument("--plugins-dir", metavar="DIR", default=os.environ.get("MEMCORE_PLUGINS_DIR"),
+                        help="Load every *.py file in DIR as a plugin (research code not worth a "
+                        "package yet); also $MEMCORE_PLUGINS_DIR.")
     sub = parser.add_subparsers(dest="command")
     commands = Commands(sub)
 
@@ -289,8 +292,33 @@ def version_text() -> str:
     return "\n".join(lines)
 
 
+def load_plugins_dir(folder: str | None) -> None:
+    """``--plugins-dir``: every ``*.py`` file of the folder, registered as ``local:<stem>``."""
+    from .errors import RecipeError
+    from .recipe import load_plugin_files
+    if not folder:
+        return
+    if not Path(folder).is_dir():
+        raise MemcoreError(f"--plugins-dir {folder}: no such folder")
+    problems = load_plugin_files(sorted(Path(folder).glob("*.py")), "--plugins-dir")
+    if problems:
+        raise RecipeError(problems, "--plugins-dir")
+
+
+def _plugins_dir_arg(argv) -> str | None:
+    """The --plugins-dir value, read before the parser is built (plugins add commands to it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        if arg == "--plugins-dir" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--plugins-dir="):
+            return arg.partition("=")[2]
+    return os.environ.get("MEMCORE_PLUGINS_DIR")
+
+
 def main(argv=None) -> int:
     try:
+        load_plugins_dir(_plugins_dir_arg(argv))
         parser, commands = build_parser()
         args = parser.parse_args(argv)
         if args.version:

@@ -197,28 +197,37 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
-def load_local_plugins(raw: dict, source: str) -> None:
-    local = raw.get("plugins", {}).get("local", []) if isinstance(raw.get("plugins"), dict) else []
+def load_plugin_files(paths, where: str) -> list[str]:
+    """Import Python files and register them as plugins ``local:<stem>``; returns problems.
+
+    ``where`` names the source of each path in messages (``plugins.local``, ``--plugins-dir``).
+    """
     registry = get_registry()
     problems = []
-    for i, path in enumerate(local if isinstance(local, list) else []):
+    for i, path in enumerate(paths):
         name = f"local:{Path(str(path)).stem}"
         if name in registry.plugins:
             continue
         spec = importlib.util.spec_from_file_location(f"memcore_local_{Path(str(path)).stem}", path)
         if spec is None or not Path(str(path)).is_file():
-            problems.append(f"plugins.local[{i}] = {path!r}: no such Python file")
+            problems.append(f"{where}[{i}] = {str(path)!r}: no such Python file")
             continue
         module = importlib.util.module_from_spec(spec)
         try:
             sys.modules[spec.name] = module
             spec.loader.exec_module(module)
         except Exception as exc:
-            problems.append(f"plugins.local[{i}] = {path!r}: {type(exc).__name__}: {exc}")
+            problems.append(f"{where}[{i}] = {str(path)!r}: {type(exc).__name__}: {exc}")
             continue
         info = registry.register_module(module, name)
         if info.status != "ok":
-            problems.append(f"plugins.local[{i}] = {path!r}: {info.error}")
+            problems.append(f"{where}[{i}] = {str(path)!r}: {info.error}")
+    return problems
+
+
+def load_local_plugins(raw: dict, source: str) -> None:
+    local = raw.get("plugins", {}).get("local", []) if isinstance(raw.get("plugins"), dict) else []
+    problems = load_plugin_files(local if isinstance(local, list) else [], "plugins.local")
     if problems:
         raise RecipeError(problems, source)
 
