@@ -1,1 +1,1 @@
-"""MoCA (memory concept attention) block, FastGAN backbone and their tools for memcore."""
+"""MoCA (memory concept attention) block and its tools for memcore."""

@@ -14,13 +14,6 @@ def memcore_register_components(registry):
     add = registry.add
     add("block", "moca", f"{_P}.moca:MocaBlock", f"{_P}.moca:MocaOptions",
         help="MoCA: prototype-memory concept attention + self-attention (paths = \"sa\" for SA only).")
-    add("generator", "fastgan", f"{_P}.fastgan:Generator", f"{_P}.fastgan:GeneratorOptions",
-        help="FastGAN generator (SLE, GLU, spectral norm, noise injection), 32-1024 px, block slots.")
-    add("discriminator", "fastgan", f"{_P}.fastgan:Discriminator",
-        f"{_P}.fastgan:DiscriminatorOptions",
-        help="FastGAN discriminator: big + small paths, reconstruction decoders, block slots.")
-    add("loss", "fastgan", f"{_P}.losses:FastganLoss", f"{_P}.losses:FastganLossOptions",
-        help="Random-margin hinge + L1/L2 reconstruction of reals by D's decoders.")
 
 
 @memcore.hookimpl

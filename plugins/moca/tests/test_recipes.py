@@ -17,6 +17,8 @@ TINY = ["--set", "train.steps=3", "--set", "data.limit=64", "--set", "train.batc
 
 def tiny_copy(name, tmp_path, **block):
     recipe = tomllib.loads((RECIPES / f"{name}.toml").read_text())
+    if "extends" in recipe:  # the copy lives elsewhere: point at the base by absolute path
+        recipe["extends"] = str((RECIPES / recipe["extends"]).resolve())
     for spec in recipe.get("generator", {}).get("blocks", []):
         if spec.get("paths", "both") != "sa":
             spec["warmup"] = 2  # the memory read runs on the last step
@@ -32,7 +34,7 @@ def last_state(tmp_path, name):
     return run, torch.load(ckpt, weights_only=True)
 
 
-@pytest.mark.parametrize("name", ["fastgan", "sa-fastgan", "moca-fastgan", "moca-dcgan"])
+@pytest.mark.parametrize("name", ["sa-fastgan", "moca-fastgan", "moca-dcgan"])
 def test_recipe_trains(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     extra = {"prototypes": 16, "dim": 8} if name == "moca-dcgan" else {}
@@ -41,7 +43,7 @@ def test_recipe_trains(name, tmp_path, monkeypatch):
     assert (run / "samples" / "latest.png").exists()
     G, G_ema = state["models"]["G"], state["models"]["G_ema"]
     memory = [k for k in G if ".memory." in k]
-    if name in ("fastgan", "sa-fastgan"):
+    if name == "sa-fastgan":
         assert not memory
         return
     prefix = next(k for k in memory if k.endswith("memory.prototypes"))[:-len("prototypes")]
@@ -62,13 +64,6 @@ def test_viz_on_a_run(tmp_path, monkeypatch):
     assert len(summary["cell_usage"]) == 10 and sum(summary["cell_usage"]) == 4 * 16 * 16
     for png in ("clusters.png", "top3.png", "prototypes.png"):
         assert (run / "viz-moca" / png).stat().st_size > 0
-
-
-def test_fastgan_rejects_odd_resolution(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    code = main(["run", str(RECIPES / "fastgan.toml"), "--set", "data.resolution=28"] + TINY)
-    assert code != 0
-    assert "data.resolution" in capsys.readouterr().err
 
 
 def test_bad_block_option_names_the_key(tmp_path, monkeypatch, capsys):

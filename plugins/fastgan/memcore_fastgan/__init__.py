@@ -1,0 +1,1 @@
+"""The FastGAN backbone (Liu et al. 2021) for memcore."""
