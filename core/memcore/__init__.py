@@ -16,7 +16,8 @@ from .memory import Memory, slot_statistics  # noqa: E402
 from .blocks import BlockOptions, BlockSlots  # noqa: E402
 from .step import StepContext  # noqa: E402
 from .runs import LoadedRun, load_run, train  # noqa: E402
-from .evaluation import MetricSession  # noqa: E402
+from .evaluation import ImageSession, MetricSession, score_images  # noqa: E402
+from .build import build_component  # noqa: E402
 from . import dist  # noqa: E402
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "in_range", "each", "slot", "BuildContext", "Generator", "Discriminator", "Loss", "LossOptions",
     "Metric", "MetricOptions", "DatasetOptions", "ImageDataset", "Models", "logits_of",
     "to_float", "to_uint8", "Memory", "slot_statistics", "BlockOptions", "BlockSlots",
-    "StepContext", "LoadedRun", "load_run", "train", "MetricSession", "dist",
+    "StepContext", "LoadedRun", "load_run", "train", "MetricSession", "ImageSession",
+    "score_images", "build_component", "dist",
 ]

@@ -26,6 +26,15 @@ def make_component(kind: str, spec, ctx: BuildContext):
                            f"{type(exc).__name__}: {exc}") from exc
 
 
+def build_component(kind: str, table: dict, ctx: BuildContext | None = None, where: str = ""):
+    """A component from a recipe-style table (``{"kind": name, **options}``), validated strictly:
+    for plugin commands and scripts that need a dataset, metric or extractor outside a run."""
+    from .config import slot, structure
+    where = where or kind
+    spec = structure(table, slot(kind), source=where)
+    return make_component(kind, spec, ctx or BuildContext(resolution=0, channels=0, role=where))
+
+
 def build_dataset(recipe: Recipe):
     ctx = BuildContext(resolution=0, channels=0, role="data", seed=recipe.train.seed)
     return make_component("dataset", recipe.data, ctx)

@@ -1,4 +1,9 @@
-"""What a metric gets: sharded generation from the EMA generator and access to the real data."""
+"""What a metric gets: sharded generation and access to the real data.
+
+:class:`MetricSession` serves a generator during training and ``memcore eval``;
+:class:`ImageSession` serves two fixed sets of images (a plugin's own evaluation, tests, scripts),
+and :func:`score_images` computes any registered metric on two such sets.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +13,12 @@ import torch
 
 from . import dist
 from .protocols import to_uint8
+
+
+def shard(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous share of ``n`` items (the union over ranks is ``range(n)``)."""
+    per = -(-n // world)
+    return range(min(n, rank * per), min(n, (rank + 1) * per))
 
 
 class MetricSession:
@@ -20,8 +31,7 @@ class MetricSession:
 
     def shard(self, n: int) -> range:
         """The sample indices this rank generates (contiguous, rank order)."""
-        per = -(-n // self.world)
-        return range(min(n, self.rank * per), min(n, (self.rank + 1) * per))
+        return shard(n, self.rank, self.world)
 
     @torch.no_grad()
     def generate(self, n: int, batch: int = 64) -> Iterator[torch.Tensor]:
@@ -48,3 +58,53 @@ class MetricSession:
         if getattr(self.dataset, "images", None) is not None:
             return self.dataset.images[order]
         return torch.stack([to_uint8(self.dataset[int(i)][0]) for i in order])
+
+
+class ImageSet:
+    """The dataset attributes a metric reads, around uint8 (N, C, H, W) images."""
+
+    def __init__(self, images: torch.Tensor, description: str = "images"):
+        self.images = images
+        self.labels = None
+        self.channels, self.resolution = images.shape[1], images.shape[-1]
+        self.num_classes = 0
+        self.description = description
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class ImageSession:
+    """A metric session over given uint8 images: ``generate(n)`` yields this rank's share of the
+    first ``n`` fake images (sharded like :class:`MetricSession`), ``real(n)`` the first ``n`` real."""
+
+    recipe = None
+    run_dir = None
+    step = 0
+
+    def __init__(self, fake: torch.Tensor, real: torch.Tensor, device="cpu", batch: int = 64,
+                 description: str = "images"):
+        self.fake, self.dataset, self.device, self.batch = fake, ImageSet(real, description), device, batch
+        self.rank, self.world = dist.rank(), dist.world_size()
+
+    def generate(self, n: int, batch: int | None = None) -> Iterator[torch.Tensor]:
+        if n > len(self.fake):
+            from .errors import MemcoreError
+            raise MemcoreError(f"{n} samples asked, {len(self.fake)} fake images given")
+        mine, batch = shard(n, self.rank, self.world), batch or self.batch
+        for start in range(mine.start, mine.stop, batch):
+            yield self.fake[start:min(start + batch, mine.stop)]
+
+    def real(self, n: int) -> torch.Tensor:
+        return self.dataset.images[:n]
+
+
+def score_images(kind: str, fake: torch.Tensor, real: torch.Tensor, device="cpu",
+                 where: str = "metric", **options) -> dict:
+    """Metric ``kind`` (any registered metric; ``options`` as in its ``[[metrics]]`` table) of uint8
+    ``fake`` against ``real`` images, all of both by default. ``where`` names it in messages."""
+    from .build import build_component
+    options.setdefault("num_samples", len(fake))
+    metric = build_component("metric", {"kind": kind, **options}, where=where)
+    metric.preflight()
+    return metric.compute(ImageSession(fake, real, device))

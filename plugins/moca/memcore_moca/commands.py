@@ -25,7 +25,8 @@ def robustness_args(p):
     p.add_argument("--repeats", type=int, default=3, help="Repeats per level (mean ± std).")
     p.add_argument("--num-samples", type=int, default=500, help="Generated images per repeat.")
     p.add_argument("--num-real", type=int, default=1000, help="Real images for the reference.")
-    p.add_argument("--size", type=int, default=128, help="Extractor input size in pixels.")
+    p.add_argument("--extractor", default="efficientnet-lite0",
+                   help="Feature extractor of the fid/kid metrics (a registered extractor).")
 
 
 def load_run(run: str, which: str = "latest"):
@@ -56,61 +57,47 @@ def _noise_hook(sigma: float, generator):
     return add_noise
 
 
-def generate(G, n: int, seed: int, batch: int = 100):
-    import torch
-    import memcore
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    with torch.no_grad():
-        for start in range(0, n, batch):
-            latents = G.sample_latent(min(batch, n - start), gen, "cpu")
-            out.append(memcore.to_uint8(G(**latents)))
-    return torch.cat(out)
-
-
-def real_images(dataset, n: int):
-    import torch
-    import memcore
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(2024))[:n]
-    if getattr(dataset, "images", None) is not None:
-        return dataset.images[order]
-    return torch.stack([memcore.to_uint8(dataset[int(i)][0]) for i in order])
-
-
 def robustness(args) -> int:
+    """FID/KID of the EMA generator per noise level, through the registered ``fid``/``kid`` metrics
+    (the metrics plugin: torch-fidelity on the chosen extractor, cached real statistics)."""
     import torch
-    from . import features
+    import memcore
     levels = [float(v) for v in args.feature_noise.split(",") if v.strip()]
     G, dataset, state = load_run(args.run, args.checkpoint)
     blocks = moca_blocks(G) if any(sigma > 0 for sigma in levels) else []  # level 0: plain FID
-    net = features.load_extractor()
-    real = features.features(net, real_images(dataset, args.num_real), args.size)
-    rows = []
+    counts = {"num_samples": args.num_samples, "num_real": args.num_real,
+              "extractor": args.extractor}
+    metrics = [memcore.build_component("metric", {"kind": k, **counts}, where="moca-robustness")
+               for k in ("fid", "kid")]
+    for m in metrics:
+        m.preflight()
+    rows, protocol = [], {}
     for sigma in levels:
         fids, kids = [], []
         for repeat in range(args.repeats):
             noise_gen = torch.Generator().manual_seed(1000 * repeat + 17)
             hooks = [b.register_forward_pre_hook(_noise_hook(sigma, noise_gen)) for b in blocks] \
                 if sigma > 0 else []
+            session = memcore.MetricSession(G, dataset, "cpu", None, state["step"], seed=repeat)
             try:
-                fake = features.features(net, generate(G, args.num_samples, seed=repeat), args.size)
+                fid, kid = (m.compute(session) for m in metrics)
             finally:
                 for h in hooks:
                     h.remove()
-            fids.append(features.fid(fake, real))
-            kids.append(features.kid(fake, real, seed=repeat))
+            fids.append(fid["fid"])
+            kids.append(kid["kid"])
+            protocol = {k: v for k, v in fid.items() if isinstance(v, str)}
         t_f, t_k = torch.tensor(fids), torch.tensor(kids)
         row = {"noise": sigma, "fid_mean": float(t_f.mean()), "fid_std": float(t_f.std()) if
                len(fids) > 1 else 0.0, "kid_mean": float(t_k.mean()),
                "kid_std": float(t_k.std()) if len(kids) > 1 else 0.0, "fid": fids, "kid": kids}
         rows.append(row)
         print(f"noise {sigma:<5} FID {row['fid_mean']:8.2f} ± {row['fid_std']:.2f}   "
-              f"KID {row['kid_mean']:.4f} ± {row['kid_std']:.4f}", flush=True)
+              f"KID {row['kid_mean']:.4f} ± {row['kid_std']:.4f}   ({args.extractor})", flush=True)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
     target = run_dir / f"moca-robustness-step-{state['step']:07d}.json"
-    target.write_text(json.dumps({"step": state["step"], "extractor": features.EXTRACTOR,
-                                  "extractor_size": args.size, "num_samples": args.num_samples,
-                                  "num_real": args.num_real, "repeats": args.repeats,
+    target.write_text(json.dumps({"step": state["step"], "protocol": protocol,
+                                  "repeats": args.repeats,
                                   "noise": "x + σ·std(x)·N(0, I), std per sample",
                                   "levels": rows}, indent=2))
     print(f"-> {target}")

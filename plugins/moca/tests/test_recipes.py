@@ -79,6 +79,6 @@ def test_robustness_command(tmp_path, monkeypatch):
     assert main(["run", str(tiny_copy("moca-fastgan", tmp_path))] + TINY) == 0
     run = next((tmp_path / "runs").glob("*-moca-fastgan"))
     assert main(["moca-robustness", str(run), "--feature-noise", "1,0", "--repeats", "2",
-                 "--num-samples", "50", "--num-real", "50", "--size", "64"]) == 0
+                 "--num-samples", "50", "--num-real", "50"]) == 0
     out = json.loads(next(run.glob("moca-robustness-*.json")).read_text())
     assert [r["noise"] for r in out["levels"]] == [1.0, 0.0]
