@@ -77,3 +77,14 @@ def mark_best(path: Path) -> None:
     tmp = best.with_name(".best.pt.tmp")
     shutil.copyfile(path, tmp)
     os.replace(tmp, best)
+
+
+def restore_models(models, state: dict) -> None:
+    """Load G, D, the EMA generator and the augmentation of a :class:`memcore.Models`."""
+    saved = state["models"]
+    models.G.load_state_dict(saved["G"])
+    models.D.load_state_dict(saved["D"])
+    if models.G_ema is not None and "G_ema" in saved:
+        models.G_ema.load_state_dict(saved["G_ema"])
+    if models.augment is not None and "augment" in saved:
+        models.augment.load_state_dict(saved["augment"])

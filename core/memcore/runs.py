@@ -51,12 +51,7 @@ def load_run(run: str | Path, which: str = "latest", use_ema: bool = True) -> Lo
     state = checkpoint.load(path)
     recipe, _ = recipe_from_dict(tomli.loads(state["recipe"]), f"{path} (recipe)")
     models = build_models(recipe, _Shape(**state["dataset"]))
-    models.G.load_state_dict(state["models"]["G"])
-    models.D.load_state_dict(state["models"]["D"])
-    if models.G_ema is not None and "G_ema" in state["models"]:
-        models.G_ema.load_state_dict(state["models"]["G_ema"])
-    if models.augment is not None and "augment" in state["models"]:
-        models.augment.load_state_dict(state["models"]["augment"])
+    checkpoint.restore_models(models, state)
     G = models.G_ema if use_ema and models.G_ema is not None else models.G
     for net in (models.G, models.D, models.G_ema):
         if net is not None:

@@ -482,12 +482,7 @@ class Trainer:
 
     def _load(self, state: dict) -> None:
         m = self.models
-        m.G.load_state_dict(state["models"]["G"])
-        m.D.load_state_dict(state["models"]["D"])
-        if m.G_ema is not None and "G_ema" in state["models"]:
-            m.G_ema.load_state_dict(state["models"]["G_ema"])
-        if m.augment is not None and "augment" in state["models"]:
-            m.augment.load_state_dict(state["models"]["augment"])
+        checkpoint.restore_models(m, state)
         for loss, sd in zip(m.losses, state.get("losses", [])):
             if sd is not None and isinstance(loss, nn.Module):
                 loss.load_state_dict(sd)
