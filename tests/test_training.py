@@ -145,6 +145,15 @@ def test_init_from_and_freeze(tmp_path, monkeypatch):
     g1, g2 = stage1["models"]["G"], stage2["models"]["G"]
     assert torch.equal(g1["stem.weight"], g2["stem.weight"])          # frozen
     assert not torch.equal(g1["to_image.0.weight"], g2["to_image.0.weight"])  # trained on
+    # Only G from stage 1: D starts fresh (from the seed), so it matches neither stage's D.
+    recipe["train"].update(init_roles=["G", "G_ema"], freeze=[], steps=1, checkpoint_every=1)
+    assert run_cli("run", write_recipe(tmp_path / "three.toml", recipe)) == 0
+    stage3 = _load(_run_dir(tmp_path, 3, "three") / "checkpoints" / "step-0000001.pt")
+    d1, d3 = stage1["models"]["D"], stage3["models"]["D"]
+    key = next(k for k in d1 if k.endswith("head.parametrizations.weight.original"))
+    assert not torch.equal(d1[key], d3[key])
+    # resuming a run that has init_from does not load stage 1 again
+    assert run_cli("run", "--resume", _run_dir(tmp_path, 3, "three"), "--set", "train.steps=2") == 0
 
 
 def test_unknown_freeze_name(tmp_path, monkeypatch, capsys):

@@ -51,6 +51,9 @@ class TrainSection:
                                             check=positive)
     init_from: Optional[str] = option(None, help="Start from the weights of an earlier run "
                                       "(run directory or checkpoint file); step counts restart.")
+    init_roles: list[Literal["G", "D", "G_ema"]] = option(
+        factory=lambda: ["G", "D", "G_ema"], help="Which networks init_from loads (e.g. [\"G\", "
+        "\"G_ema\"] for a fresh discriminator).")
     freeze: list[str] = option(factory=list, help="Module names (e.g. 'G.backbone') whose "
                                "parameters are not trained.")
     best_metric: Optional[str] = option(None, help="Metric key that selects the best checkpoint "

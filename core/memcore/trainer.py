@@ -112,8 +112,8 @@ class Trainer:
         self.device = self.accelerator.device
         self.step = 0
         self.best: dict = {}
-        if t.init_from:
-            self._init_from(t.init_from)
+        if t.init_from and resume_from is None:  # a resumed run has its own weights
+            self._init_from(t.init_from, t.init_roles)
         self._freeze(t.freeze)
         self._prepare()
         self.stream = BatchStream(self.dataset, t.batch_size, t.seed, self.rank, self.world,
@@ -125,12 +125,12 @@ class Trainer:
             self._load(checkpoint.load(resume_from))
 
     # -- setup --------------------------------------------------------------------------------
-    def _init_from(self, source: str) -> None:
+    def _init_from(self, source: str, roles) -> None:
         state = checkpoint.load(checkpoint.resolve(source, prefer="latest"))
         report = []
         for role, net in (("G", self.models.G), ("D", self.models.D), ("G_ema", self.models.G_ema)):
             sd = state["models"].get(role)
-            if net is None or sd is None:
+            if net is None or sd is None or role not in roles:
                 continue
             result = net.load_state_dict(sd, strict=False)
             if result.unexpected_keys:

@@ -28,7 +28,6 @@ from typing import Literal
 import torch
 
 Rule = Literal["delta", "hebbian", "oja"]
-RULES = ("delta", "hebbian", "oja")
 
 
 def paint_loop(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor | None,
