@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 
 
-def measure(recipe_path: Path, steps: int) -> tuple[float, int]:
+def measure(recipe_path: Path, steps: int, overrides=()) -> tuple[float, int]:
     recipe, resolved = load_recipe(recipe_path, ["train.progress=false", "data.limit=4096",
-                                                 "metrics=[]"])
+                                                 "metrics=[]", *overrides])
     trainer = Trainer(recipe, resolved, Path("/tmp/memcore-bench"))
     logs = defaultdict(list)
     for _ in range(3):
@@ -40,15 +41,18 @@ def main():
     ap.add_argument("recipes", nargs="*")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="Override every recipe (e.g. a memory's warm-up, to time the memory path).")
     args = ap.parse_args()
     recipes = [Path(r) for r in args.recipes] or [ROOT / "recipes" / "quickstart.toml"]
     rows = ["| recipe | batch | images/s | step time |", "|---|---|---|---|"]
     for path in recipes:
-        rate, batch = measure(path, args.steps)
+        rate, batch = measure(path, args.steps, args.set)
         rows.append(f"| `{path.relative_to(ROOT) if path.is_absolute() else path}` | {batch} | "
                     f"{rate:.0f} | {1000 * batch / rate:.0f} ms |")
         print(rows[-1], flush=True)
-    header = (f"Measured by `python benchmarks/throughput.py --write` on {platform.processor() or platform.machine()}, "
+    command = " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]])
+    header = (f"Measured by `{command}` on {platform.machine()}, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}.")
     table = "\n".join([header, ""] + rows)
     if args.write:
