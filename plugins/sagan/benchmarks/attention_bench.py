@@ -1,11 +1,16 @@
-"""Forward+backward time (and peak GPU memory on CUDA) of the self-attention block, fused
+"""Forward+backward time and peak memory of the self-attention block, fused
 (scaled_dot_product_attention) against explicit (bmm + softmax), at 16x16, 32x32 and 64x64 maps.
+
+Peak memory: on CUDA the allocator's peak; on CPU each case runs in a fresh process and reports the
+growth of its peak resident set size (ru_maxrss) over what it held before the first forward.
 
     OMP_NUM_THREADS=1 python plugins/sagan/benchmarks/attention_bench.py --batch 8 --channels 64
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import statistics
 import time
 
@@ -20,6 +25,7 @@ def measure(side: int, fused: bool, args, device) -> tuple[float, float | None]:
     ctx = memcore.BuildContext(resolution=side, channels=args.channels, role="bench")
     layer = SelfAttention(SelfAttentionOptions(at=side, fused=fused), ctx).to(device)
     x = torch.randn(args.batch, args.channels, side, side, device=device, requires_grad=True)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     for i in range(args.warmup + args.repeats):
@@ -31,8 +37,15 @@ def measure(side: int, fused: bool, args, device) -> tuple[float, float | None]:
         sync()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else \
+        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
     return statistics.median(times) * 1e3, peak
+
+
+def measure_cpu(side: int, fused: bool, args) -> tuple[float, float]:
+    """One case in a fresh process, so ru_maxrss is this case's own peak."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, (side, fused, args, torch.device("cpu")))
 
 
 def main() -> None:
@@ -46,9 +59,12 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device} · torch {torch.__version__} · threads {torch.get_num_threads()} · "
           f"batch {args.batch} · channels {args.channels} · median of {args.repeats}")
-    print("| map | N | explicit ms | fused ms | explicit MiB | fused MiB |\n|---|---|---|---|---|---|")
+    print("| map | N | explicit ms | fused ms | explicit peak MiB | fused peak MiB |\n"
+          "|---|---|---|---|---|---|")
     for side in map(int, args.sides.split(",")):
-        (t_e, m_e), (t_f, m_f) = measure(side, False, args, device), measure(side, True, args, device)
+        run = (lambda fused: measure(side, fused, args, device)) if device.type == "cuda" else \
+            (lambda fused: measure_cpu(side, fused, args))
+        (t_e, m_e), (t_f, m_f) = run(False), run(True)
         mem = lambda m: f"{m:.0f}" if m is not None else "-"
         print(f"| {side}x{side} | {side * side} | {t_e:.1f} | {t_f:.1f} | {mem(m_e)} | {mem(m_f)} |")
 
