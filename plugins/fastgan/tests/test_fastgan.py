@@ -61,3 +61,24 @@ def test_recipe_trains(tmp_path, monkeypatch):
     assert bn and not all(torch.equal(state["models"]["G"][k], state["models"]["G_ema"][k]) for k in bn)
     log = (tmp_path / "runs/f/log.jsonl").read_text()
     assert "loss/D" in log
+
+
+def tiny_folder(path, n=8, side=80):
+    from PIL import Image
+    path.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(n):
+        pixels = torch.randint(0, 256, (side, side, 3), generator=gen, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(path / f"{i}.png")
+    return path
+
+
+def test_few_shot_folder_recipe_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tiny_folder(tmp_path / "photos")
+    overrides = [f"data.path={folder}", "data.resolution=64", "generator.width=4",
+                 "discriminator.width=4", "train.steps=2", "train.batch_size=4",
+                 "train.progress=false", "run.dir=runs/folder"]
+    recipe = RECIPE.with_name("fastgan-folder.toml")
+    assert main(["run", str(recipe)] + [a for o in overrides for a in ("--set", o)]) == 0
+    assert (tmp_path / "runs/folder/checkpoints/step-0000002.pt").exists()

@@ -82,3 +82,21 @@ def test_robustness_command(tmp_path, monkeypatch):
                  "--num-samples", "50", "--num-real", "50"]) == 0
     out = json.loads(next(run.glob("moca-robustness-*.json")).read_text())
     assert [r["noise"] for r in out["levels"]] == [1.0, 0.0]
+
+
+def test_few_shot_folder_recipe_trains(tmp_path, monkeypatch):
+    from PIL import Image
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(8):
+        pixels = torch.randint(0, 256, (72, 72, 3), generator=gen, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(tmp_path / "photos" / f"{i}.png")
+    overrides = [f"data.path={tmp_path / 'photos'}", "data.resolution=64", "generator.width=4",
+                 "discriminator.width=4", "train.steps=3", "train.batch_size=4",
+                 "train.progress=false", "run.dir=runs/folder", "generator.blocks[0].warmup=2",
+                 "generator.blocks[0].prototypes=8"]
+    recipe = RECIPES / "moca-fastgan-folder.toml"
+    assert main(["run", str(recipe)] + [a for o in overrides for a in ("--set", o)]) == 0
+    state = torch.load(tmp_path / "runs/folder/checkpoints/step-0000003.pt", weights_only=True)
+    assert any(k.endswith("memory.prototypes") for k in state["models"]["G"])
