@@ -168,8 +168,9 @@ def test_unknown_freeze_name(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("overrides", [
     {"micro_batches": 2},
     {"precision": "bf16"},
+    {"precision": "fp16"},
     {"d_steps": 2},
-], ids=["micro-batches", "bf16", "d-steps"])
+], ids=["micro-batches", "bf16", "fp16", "d-steps"])
 def test_step_variants(tmp_path, monkeypatch, overrides):
     monkeypatch.chdir(tmp_path)
     recipe = tiny_recipe()
