@@ -148,13 +148,15 @@ def _differences(a: Mapping, b: Mapping) -> list[str]:
             or a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
 
 
-def _holds_tensor(value) -> bool:
+def _holds_tensor(value, registered: set[int]) -> bool:
+    """A tensor that is not one of the module's own parameters or buffers (PyTorch modules such as
+    LSTM keep lists of references to their parameters; those are not separate state)."""
     if isinstance(value, torch.Tensor):
-        return True
+        return id(value) not in registered
     if isinstance(value, (list, tuple)):
-        return any(isinstance(v, torch.Tensor) for v in value)
+        return any(_holds_tensor(v, registered) for v in value)
     if isinstance(value, dict):
-        return any(isinstance(v, torch.Tensor) for v in value.values())
+        return any(_holds_tensor(v, registered) for v in value.values())
     return False
 
 
@@ -162,11 +164,12 @@ def _state_in_buffers(module: nn.Module) -> None:
     """No tensor in a plain attribute (it would miss checkpoints, device moves and the EMA copy),
     and every buffer persistent (in ``state_dict``)."""
     for path, sub in module.named_modules():
+        registered = {id(t) for t in list(sub.parameters()) + list(sub.buffers())}
         for key, value in vars(sub).items():
             if key in ("_parameters", "_buffers", "_modules") or \
                     (key == "_staged" and isinstance(sub, Memory)):
                 continue
-            _require(not _holds_tensor(value),
+            _require(not _holds_tensor(value, registered),
                      f"plain tensor attribute '{path + '.' if path else ''}{key}' "
                      f"({type(sub).__name__}); keep state in register_buffer so checkpoints, "
                      "device moves and the EMA generator carry it")
