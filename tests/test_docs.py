@@ -37,3 +37,13 @@ def test_core_never_names_a_paper():
     words = re.compile(r"moca|memorygan|sagan|mfh|fpainter|painter", re.I)
     for path in (ROOT / "core").rglob("*.py"):
         assert not words.search(path.read_text()), f"{path} names a paper"
+
+
+def test_readme_recipe_example_is_valid(tmp_path, capsys):
+    from helpers import run_cli
+    text = (ROOT / "README.md").read_text()
+    example = re.search(r"## A recipe\n\n```toml\n(.*?)```", text, flags=re.S).group(1)
+    base = re.search(r'extends = "(.*?)"', example).group(1)  # relative to the repository
+    example = example.replace(f'"{base}"', f'"{ROOT / base}"')
+    (tmp_path / "example.toml").write_text(example)
+    assert run_cli("validate", tmp_path / "example.toml") == 0, capsys.readouterr().err
