@@ -1,5 +1,4 @@
 """Two real gloo processes under torchrun (accelerate's --cpu --num_processes 2 runs only one)."""
-import json
 import os
 import subprocess
 import sys
@@ -46,6 +45,7 @@ def test_two_processes_agree_and_resume_on_one(tmp_path, monkeypatch, isolated_r
     recipe["plugins"] = {"local": [str(plugin)]}
     recipe["generator"]["blocks"] = [{"kind": "test-scale", "at": 14}]
     recipe["losses"].append({"kind": "dump-state"})
+    recipe["losses"].append({"kind": "r1", "every": 2, "gamma": 1.0})  # a lazy pass under DDP
     file = write_recipe(tmp_path / "dist.toml", recipe)
     env = {**os.environ, "MEMCORE_TEST_DUMP": str(tmp_path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -13,7 +13,6 @@ plugin classes in advance, so this module adds:
 from __future__ import annotations
 
 import copy
-import difflib
 import enum
 import typing
 from collections.abc import Mapping
@@ -193,7 +192,7 @@ def _list_hook(t, conv):
                     f"index {i}", i, inner)]
                 errors.append(exc)
         if errors:
-            raise IterableValidationError(f"While structuring list", errors, t)
+            raise IterableValidationError("While structuring list", errors, t)
         return out
     return hook
 
@@ -382,7 +381,3 @@ def deep_merge(base: dict, override: dict) -> dict:
         else:
             out[k] = copy.deepcopy(v)
     return out
-
-
-def close_names(name, names) -> list[str]:
-    return difflib.get_close_matches(name, names, n=3, cutoff=0.6)

@@ -15,8 +15,8 @@ from typing import Literal, Optional
 import tomli
 import tomli_w
 
-from .config import (Component, config, deep_merge, drop_none, each, non_negative, option,
-                     positive, slot, structure, unstructure, in_range)
+from .config import (config, deep_merge, drop_none, each, non_negative, option, positive, slot,
+                     structure, unstructure, in_range)
 from .errors import RecipeError
 from .registry import get_registry
 

@@ -14,7 +14,6 @@ or ``no_sync``; gradient accumulation is an explicit micro-batch loop, never
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import time
 import warnings
@@ -32,7 +31,6 @@ from .errors import MemcoreError, TrainingStopped
 from .images import save_grid
 from .logs import RunLog, read_log
 from .memory import commit_all, memories_in
-from .protocols import logits_of
 from .recipe import Recipe, dumps
 from .report import write_report
 from .rundir import plugin_versions

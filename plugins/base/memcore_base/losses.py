@@ -58,12 +58,18 @@ class Wasserstein(_Adversarial):
 
 
 def _input_gradients(ctx, images, labels):
-    """d(sum of D logits)/d(images), computed in fp32 (autograd.grad and fp16 scaling don't mix)."""
+    """(d(sum of D logits)/d(images), a zero that depends on every D parameter).
+
+    Computed in fp32 (autograd.grad and fp16 scaling don't mix). The zero joins the penalty so that
+    a lazy pass made of penalties alone still gives every D parameter a gradient: otherwise DDP
+    waits for parameters the input gradient does not depend on (D's last bias) and fails with
+    "Expected to have finished reduction" (stylegan2-ada adds the same term).
+    """
     images = images.detach().float().requires_grad_(True)
     with torch.autocast(device_type=torch.device(ctx.device).type, enabled=False):
         out = logits_of(ctx.discriminate(images, labels))
         (grad,) = torch.autograd.grad(out.sum(), images, create_graph=True)
-    return grad
+    return grad, out.sum() * 0
 
 
 @memcore.config
@@ -79,9 +85,9 @@ class GradientPenalty(memcore.Loss):
         fake = ctx.fake.detach()
         alpha = torch.rand(ctx.real.shape[0], 1, 1, 1, device=ctx.real.device)
         mixed = alpha * ctx.real + (1 - alpha) * fake
-        grad = _input_gradients(ctx, mixed, ctx.labels)
+        grad, zero = _input_gradients(ctx, mixed, ctx.labels)
         norm = grad.flatten(1).norm(dim=1)
-        return ((norm - self.options.target) ** 2).mean()
+        return ((norm - self.options.target) ** 2).mean() + zero
 
 
 @memcore.config
@@ -95,7 +101,7 @@ class R1(memcore.Loss):
     phases = ("D",)
 
     def __call__(self, ctx):
-        grad = _input_gradients(ctx, ctx.real, ctx.labels)
+        grad, zero = _input_gradients(ctx, ctx.real, ctx.labels)
         penalty = grad.pow(2).flatten(1).sum(1).mean()
         ctx.log("r1_penalty", penalty)
-        return 0.5 * self.options.gamma * penalty
+        return 0.5 * self.options.gamma * penalty + zero
