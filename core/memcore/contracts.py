@@ -461,11 +461,13 @@ def check_block(block, *, channels: int = 8, resolution: int = 8, batch: int = 2
 
 # -- Generator / Discriminator --------------------------------------------------------------
 def check_generator(generator, *, resolution: int, channels: int, batch: int = 2,
-                    seed: int = 0) -> None:
+                    seed: int = 0, bounded: bool = True) -> None:
     """Check a generator: ``protocol`` (a memcore.Generator with z_dim), ``sample-latent``
     (keyword tensors of batch size n, reproducible from the torch.Generator), ``output``
-    ((B, channels, resolution, resolution) in [-1, 1]), ``gradient`` to the parameters, and the
-    contracts shared with blocks (round trip, determinism, device move, memory policies)."""
+    ((B, channels, resolution, resolution) in [-1, 1], or only finite with ``bounded=False`` for
+    generators without an output activation, such as StyleGAN2's), ``gradient`` to the
+    parameters, and the contracts shared with blocks (round trip, determinism, device move,
+    memory policies)."""
     make, seeded = _maker(generator), not isinstance(generator, nn.Module)
     G = make(seed)
     with _contract("generator", "protocol"):
@@ -486,7 +488,10 @@ def check_generator(generator, *, resolution: int, channels: int, batch: int = 2
         _require(isinstance(out, torch.Tensor), f"returned {type(out).__name__}, not a tensor")
         want = (batch, channels, resolution, resolution)
         _require(tuple(out.shape) == want, f"images of shape {tuple(out.shape)}, expected {want}")
-        _require(float(out.detach().abs().max()) <= 1.0 + 1e-5, "images outside [-1, 1]")
+        if bounded:
+            _require(float(out.detach().abs().max()) <= 1.0 + 1e-5, "images outside [-1, 1] "
+                     "(a generator without an output activation: check with bounded=False)")
+        _require(bool(torch.isfinite(out).all()), "non-finite images")
     _gradient_contract("generator", G, [out], ())
     latents64 = {k: v.double() if v.is_floating_point() else v for k, v in latents.items()}
     _module_contracts("generator", make, lambda mod: mod(**latents),

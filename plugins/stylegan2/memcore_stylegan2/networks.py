@@ -156,7 +156,7 @@ class Conv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         self.weight_gain = 1 / math.sqrt(cin * kernel * kernel)
         if down:
-            self.register_buffer("resample_filter", fir_filter(), persistent=False)
+            self.register_buffer("resample_filter", fir_filter())
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = self.weight * self.weight_gain
@@ -191,7 +191,7 @@ class Mapping(nn.Module):
         w = self.net(torch.cat(parts, dim=1))                          # (B, w_dim)
         if update_w_avg:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(w.detach().to(self.w_avg.dtype).mean(0).lerp(self.w_avg, self.w_avg_beta))
         ws = w.unsqueeze(1).expand(-1, self.num_ws, -1)                 # (B, num_ws, w_dim)
         if truncation_psi != 1.0:
             ws = self.w_avg.lerp(ws, truncation_psi)
@@ -211,7 +211,7 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         if up:
-            self.register_buffer("resample_filter", fir_filter(), persistent=False)
+            self.register_buffer("resample_filter", fir_filter())
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
         styles = self.affine(w)                                        # (B, cin)
@@ -259,7 +259,7 @@ class SynthesisBlock(nn.Module):
         self.conv1 = SynthesisLayer(cout, cout, w_dim, resolution, False, conv_clamp)
         self.torgb = ToRGB(cout, img_channels, w_dim, conv_clamp)
         self.num_conv = 1 if cin == 0 else 2
-        self.register_buffer("resample_filter", fir_filter(), persistent=False)
+        self.register_buffer("resample_filter", fir_filter())
 
     def features(self, x: Optional[torch.Tensor], ws: torch.Tensor, noise_mode: str):
         """ws (B, num_conv, w_dim) -> features (B, cout, res, res)."""
@@ -271,7 +271,8 @@ class SynthesisBlock(nn.Module):
 
     def image(self, x: torch.Tensor, img: Optional[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
         """Skip architecture: upsampled image so far + this resolution's RGB."""
-        rgb = self.torgb(x, w).float()
+        rgb = self.torgb(x, w)
+        rgb = rgb.to(torch.promote_types(rgb.dtype, torch.float32))  # the skip image in >= fp32
         return rgb if img is None else upsample2d(img, self.resample_filter) + rgb
 
 
