@@ -269,6 +269,12 @@ def test_block_recipes(tmp_path, stem, block):
     run = train(RECIPES / f"{stem}.toml", tmp_path, steps=2, overrides=TINY)
     state = torch.load(sorted((run / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)
     assert any(k.startswith("synthesis.slots.stages.16.0.") for k in state["models"]["G"])
+    if block == "moca":  # the MoCA issue's feature-noise evaluation runs on this backbone too
+        from memcore.cli import main
+        assert main(["moca-robustness", str(run), "--feature-noise", "1,0", "--repeats", "1",
+                     "--num-samples", "16", "--num-real", "32",
+                     "--extractor", "fashion-classifier"]) == 0
+        assert list(run.glob("moca-robustness-step-*.json"))
 
 
 @pytest.mark.distributed
