@@ -95,3 +95,47 @@ def test_eval_metric_with_extractor_syntax():
     from memcore.cli import _metric_table
     assert _metric_table("fid@fashion-classifier") == {"kind": "fid", "extractor": "fashion-classifier"}
     assert _metric_table("kid") == {"kind": "kid"}
+
+
+VARIANT_PLUGIN = METRIC_PLUGIN + '''
+
+import contextlib
+
+
+@memcore.hookimpl
+def memcore_eval_options(parser):
+    parser.add_argument("--darken", help="test only: comma-separated output offsets")
+
+
+@memcore.hookimpl
+def memcore_eval_variants(args, run):
+    if not args.darken:
+        return None
+
+    def offset(value):
+        @contextlib.contextmanager
+        def shifted(repeat):
+            handle = run.G.register_forward_hook(lambda m, i, out: out - value)
+            try:
+                yield
+            finally:
+                handle.remove()
+        return shifted
+    return [(f"darken={v}", offset(float(v))) for v in args.darken.split(",")]
+'''
+
+
+def test_eval_variants_and_repeats_from_a_plugin(tmp_path, monkeypatch, isolated_registry):
+    """memcore_eval_options / memcore_eval_variants: a plugin evaluates a run several ways."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "variantplugin.py").write_text(VARIANT_PLUGIN)
+    recipe = tiny_recipe()
+    recipe["plugins"] = {"local": [str(tmp_path / "variantplugin.py")]}
+    recipe["metrics"] = [{"kind": "brightness", "num_samples": 8}]
+    assert run_cli("run", write_recipe(tmp_path / "v.toml", recipe)) == 0
+    run = tmp_path / "runs" / "0001-v"
+    assert run_cli("--plugins-dir", tmp_path, "eval", run, "--darken", "0,1", "--repeats", "2") == 0
+    results = json.loads((run / "eval-step-0000004.json").read_text())
+    assert [r["variant"] for r in results] == ["darken=0", "darken=1"]
+    assert len(results[0]["brightness_gap_repeats"]) == 2
+    assert results[1]["brightness_gap"] > results[0]["brightness_gap"]

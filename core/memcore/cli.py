@@ -177,6 +177,34 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _eval_variants(args, loaded) -> list:
+    """The plugins' ways to evaluate the run (memcore_eval_variants), or the run as it is."""
+    import contextlib
+    from .registry import get_registry
+    variants = []
+    for impl in get_registry().pm.hook.memcore_eval_variants.get_hookimpls():
+        found = impl.function(args=args, run=loaded)
+        if found:
+            variants += list(found)
+    return variants or [("", lambda repeat: contextlib.nullcontext())]
+
+
+def _summarise(outs: list[dict]) -> dict:
+    """One metric's results over repeats: numbers as the mean (plus ``<key>_repeats`` and
+    ``<key>_std_repeats`` when repeated), protocol strings from the first."""
+    import statistics
+    first = dict(outs[0])
+    if len(outs) == 1:
+        return first
+    for key, value in outs[0].items():
+        if isinstance(value, (int, float)):
+            values = [o[key] for o in outs]
+            first[key] = statistics.fmean(values)
+            first[f"{key}_std_repeats"] = statistics.stdev(values)
+            first[f"{key}_repeats"] = values
+    return first
+
+
 def _metric_table(text: str) -> dict:
     """``fid`` or ``fid@fashion-classifier`` (metric name, optionally its extractor)."""
     name, _, extractor = text.partition("@")
@@ -205,12 +233,20 @@ def cmd_eval(args) -> int:
     for m in metrics:
         m.preflight()
     device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
-    session = MetricSession(G.to(device), dataset, device, loaded.run_dir, state["step"], recipe)
+    G.to(device)
     results = []
-    for spec, m in zip(recipe.metrics, metrics):
-        out = m.compute(session)
-        results.append({"metric": spec.kind, "step": state["step"], **out})
-        print(json.dumps(results[-1]))
+    for label, make_context in _eval_variants(args, loaded):
+        per_repeat = []
+        for repeat in range(args.repeats):
+            session = MetricSession(G, dataset, device, loaded.run_dir, state["step"], recipe,
+                                    seed=repeat)
+            with make_context(repeat):
+                per_repeat.append([m.compute(session) for m in metrics])
+        for i, spec in enumerate(recipe.metrics):
+            outs = [r[i] for r in per_repeat]
+            results.append({"metric": spec.kind, "step": state["step"],
+                            **({"variant": label} if label else {}), **_summarise(outs)})
+            print(json.dumps(results[-1]))
     target = loaded.run_dir / f"eval-step-{state['step']:07d}.json"
     target.write_text(json.dumps(results, indent=2))
     print(f"-> {target}")
@@ -257,6 +293,9 @@ def build_parser():
                        help="Condition on this image (generators that support exemplars).")
     commands.add("sample", "Write a grid of samples from a run.", sample_args, cmd_sample)
 
+    from .registry import get_registry
+    reg = get_registry()
+
     def eval_args(p):
         p.add_argument("run", help="Run directory or checkpoint file.")
         p.add_argument("--metrics", help="Comma-separated metrics, each NAME or NAME@EXTRACTOR "
@@ -266,11 +305,17 @@ def build_parser():
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="Override the run's recipe for this evaluation, e.g. "
                        "--set metrics.0.extractor=efficientnet-lite0.")
+        p.add_argument("--repeats", type=int, default=1,
+                       help="Evaluate with this many sample seeds; report mean and std.")
+        for impl in reg.pm.hook.memcore_eval_options.get_hookimpls():
+            try:
+                impl.function(parser=p)
+            except Exception as exc:  # one plugin's options must not break eval
+                print(f"warning: plugin '{impl.plugin_name}' could not add eval options: {exc}",
+                      file=sys.stderr)
     commands.add("eval", "Compute metrics on a finished run; writes JSON into the run.",
                  eval_args, cmd_eval)
 
-    from .registry import get_registry
-    reg = get_registry()
     for impl in reg.pm.hook.memcore_add_commands.get_hookimpls():
         try:
             impl.function(commands=commands)

@@ -45,6 +45,23 @@ def memcore_add_commands(commands):
 
 
 @hookspec
+def memcore_eval_options(parser):
+    """Add options to ``memcore eval`` (an ``argparse`` parser), read by
+    :func:`memcore_eval_variants`."""
+
+
+@hookspec
+def memcore_eval_variants(args, run):
+    """Evaluate a run several ways: return ``[(label, make_context), ...]`` or ``None``.
+
+    ``run`` is a :class:`memcore.LoadedRun`; ``make_context(repeat)`` returns a context manager
+    that is active while the samples of that repeat are generated (e.g. forward hooks adding noise
+    to a block's input). ``memcore eval`` computes every metric for every variant and repeat
+    (``--repeats``) and reports mean ± std per variant. Return ``None`` when your options are unset.
+    """
+
+
+@hookspec
 def memcore_api_version():
     """Return the memcore API version this plugin was written for, e.g. ``"1"``.
 

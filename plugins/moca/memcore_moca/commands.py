@@ -1,4 +1,4 @@
-"""Commands: ``memcore moca-robustness RUN`` (the paper's Table 5) and ``memcore viz moca RUN``
+"""``memcore eval RUN --feature-noise ...`` (the paper's Table 5) and ``memcore viz moca RUN``
 (cluster maps, top-3 decomposition, prototype gallery, attention sharpening; Figs. 4, 5, 8, 9b).
 
 Heavy imports happen inside the handlers so the CLI starts fast.
@@ -8,25 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ROBUSTNESS_HELP = ("Feature-noise robustness (MoCA Table 5): Gaussian noise added to the feature "
-                   "map entering every moca block at inference; FID/KID per level over repeats.")
+FEATURE_NOISE_HELP = ("MoCA Table 5: comma-separated noise levels σ; Gaussian noise σ·std(x) is "
+                      "added to the feature map entering every moca block while samples are "
+                      "generated, and every metric is reported per level (with --repeats).")
 VIZ_HELP = "MoCA concept maps: cluster maps, top-3 clusters, prototype gallery, attention curve."
 
 
 def _run_args(p):
     p.add_argument("run", help="Run directory or checkpoint file.")
     p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
-
-
-def robustness_args(p):
-    _run_args(p)
-    p.add_argument("--feature-noise", default="1,0.7,0.5,0.3,0",
-                   help="Noise levels σ (relative to each sample's feature std), comma-separated.")
-    p.add_argument("--repeats", type=int, default=3, help="Repeats per level (mean ± std).")
-    p.add_argument("--num-samples", type=int, default=500, help="Generated images per repeat.")
-    p.add_argument("--num-real", type=int, default=1000, help="Real images for the reference.")
-    p.add_argument("--extractor", default="efficientnet-lite0",
-                   help="Feature extractor of the fid/kid metrics (a registered extractor).")
 
 
 def load_run(run: str, which: str = "latest"):
@@ -57,51 +47,35 @@ def _noise_hook(sigma: float, generator):
     return add_noise
 
 
-def robustness(args) -> int:
-    """FID/KID of the EMA generator per noise level, through the registered ``fid``/``kid`` metrics
-    (the metrics plugin: torch-fidelity on the chosen extractor, cached real statistics)."""
-    import torch
+def parse_levels(text: str) -> list[float]:
     import memcore
-    levels = [float(v) for v in args.feature_noise.split(",") if v.strip()]
-    G, dataset, state = load_run(args.run, args.checkpoint)
-    blocks = moca_blocks(G) if any(sigma > 0 for sigma in levels) else []  # level 0: plain FID
-    counts = {"num_samples": args.num_samples, "num_real": args.num_real,
-              "extractor": args.extractor}
-    metrics = [memcore.build_component("metric", {"kind": k, **counts}, where="moca-robustness")
-               for k in ("fid", "kid")]
-    for m in metrics:
-        m.preflight()
-    rows, protocol = [], {}
-    for sigma in levels:
-        fids, kids = [], []
-        for repeat in range(args.repeats):
-            noise_gen = torch.Generator().manual_seed(1000 * repeat + 17)
-            hooks = [b.register_forward_pre_hook(_noise_hook(sigma, noise_gen)) for b in blocks] \
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise memcore.MemcoreError(f"--feature-noise {text!r}: expected numbers separated by "
+                                   "commas, e.g. 1,0.7,0.5,0.3,0") from None
+
+
+def feature_noise_variants(G, levels: list[float]) -> list:
+    """``memcore eval`` variants (MoCA Table 5): Gaussian noise σ·std(x)·N(0, I), std per sample,
+    added to the feature map entering every moca block while samples are generated."""
+    import contextlib
+    import torch
+    blocks = moca_blocks(G) if any(sigma > 0 for sigma in levels) else []  # level 0: plain
+
+    def variant(sigma):
+        @contextlib.contextmanager
+        def noisy(repeat):
+            gen = torch.Generator().manual_seed(1000 * repeat + 17)
+            hooks = [b.register_forward_pre_hook(_noise_hook(sigma, gen)) for b in blocks] \
                 if sigma > 0 else []
-            session = memcore.MetricSession(G, dataset, "cpu", None, state["step"], seed=repeat)
             try:
-                fid, kid = (m.compute(session) for m in metrics)
+                yield
             finally:
                 for h in hooks:
                     h.remove()
-            fids.append(fid["fid"])
-            kids.append(kid["kid"])
-            protocol = {k: v for k, v in fid.items() if isinstance(v, str)}
-        t_f, t_k = torch.tensor(fids), torch.tensor(kids)
-        row = {"noise": sigma, "fid_mean": float(t_f.mean()), "fid_std": float(t_f.std()) if
-               len(fids) > 1 else 0.0, "kid_mean": float(t_k.mean()),
-               "kid_std": float(t_k.std()) if len(kids) > 1 else 0.0, "fid": fids, "kid": kids}
-        rows.append(row)
-        print(f"noise {sigma:<5} FID {row['fid_mean']:8.2f} ± {row['fid_std']:.2f}   "
-              f"KID {row['kid_mean']:.4f} ± {row['kid_std']:.4f}   ({args.extractor})", flush=True)
-    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
-    target = run_dir / f"moca-robustness-step-{state['step']:07d}.json"
-    target.write_text(json.dumps({"step": state["step"], "protocol": protocol,
-                                  "repeats": args.repeats,
-                                  "noise": "x + σ·std(x)·N(0, I), std per sample",
-                                  "levels": rows}, indent=2))
-    print(f"-> {target}")
-    return 0
+        return noisy
+    return [(f"feature_noise={sigma:g}", variant(sigma)) for sigma in levels]
 
 
 # -- visualisation ----------------------------------------------------------------------------

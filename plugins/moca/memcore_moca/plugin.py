@@ -19,5 +19,18 @@ def memcore_register_components(registry):
 @memcore.hookimpl
 def memcore_add_commands(commands):
     from . import commands as cmd
-    commands.add("moca-robustness", cmd.ROBUSTNESS_HELP, cmd.robustness_args, cmd.robustness)
     commands.add_viz("moca", cmd.VIZ_HELP, cmd.viz_args, cmd.viz)
+
+
+@memcore.hookimpl
+def memcore_eval_options(parser):
+    from .commands import FEATURE_NOISE_HELP
+    parser.add_argument("--feature-noise", metavar="LEVELS", help=FEATURE_NOISE_HELP)
+
+
+@memcore.hookimpl
+def memcore_eval_variants(args, run):
+    if not getattr(args, "feature_noise", None):
+        return None
+    from .commands import feature_noise_variants, parse_levels
+    return feature_noise_variants(run.G, parse_levels(args.feature_noise))

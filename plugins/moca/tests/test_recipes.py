@@ -73,15 +73,27 @@ def test_bad_block_option_names_the_key(tmp_path, monkeypatch, capsys):
     assert "generator.blocks[0].softmax" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_robustness_command(tmp_path, monkeypatch):
+def test_feature_noise_evaluation(tmp_path, monkeypatch):
+    """MoCA Table 5 through `memcore eval RUN --feature-noise` (the plugin's eval hooks)."""
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(tiny_copy("moca-fastgan", tmp_path))] + TINY) == 0
     run = next((tmp_path / "runs").glob("*-moca-fastgan"))
-    assert main(["moca-robustness", str(run), "--feature-noise", "1,0", "--repeats", "2",
-                 "--num-samples", "50", "--num-real", "50"]) == 0
-    out = json.loads(next(run.glob("moca-robustness-*.json")).read_text())
-    assert [r["noise"] for r in out["levels"]] == [1.0, 0.0]
+    assert main(["eval", str(run), "--metrics", "fid@fashion-classifier", "--num-samples", "24",
+                 "--feature-noise", "1,0", "--repeats", "2"]) == 0
+    results = json.loads(next(run.glob("eval-step-*.json")).read_text())
+    assert [r["variant"] for r in results] == ["feature_noise=1", "feature_noise=0"]
+    assert all(len(r["fid_repeats"]) == 2 and r["extractor"] == "fashion-classifier"
+               for r in results)
+    assert results[0]["fid"] != results[1]["fid"]  # the noise reaches the block
+
+
+def test_feature_noise_needs_a_moca_block(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(tiny_copy("sa-fastgan", tmp_path))] + TINY) == 0
+    run = next((tmp_path / "runs").glob("*-sa-fastgan"))
+    main(["eval", str(run), "--metrics", "fid@fashion-classifier", "--num-samples", "8",
+          "--feature-noise", "x"])
+    assert "--feature-noise 'x'" in capsys.readouterr().err
 
 
 def test_few_shot_folder_recipe_trains(tmp_path, monkeypatch):

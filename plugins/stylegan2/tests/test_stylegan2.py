@@ -271,10 +271,9 @@ def test_block_recipes(tmp_path, stem, block):
     assert any(k.startswith("synthesis.slots.stages.16.0.") for k in state["models"]["G"])
     if block == "moca":  # the MoCA issue's feature-noise evaluation runs on this backbone too
         from memcore.cli import main
-        assert main(["moca-robustness", str(run), "--feature-noise", "1,0", "--repeats", "1",
-                     "--num-samples", "16", "--num-real", "32",
-                     "--extractor", "fashion-classifier"]) == 0
-        assert list(run.glob("moca-robustness-step-*.json"))
+        assert main(["eval", str(run), "--metrics", "fid@fashion-classifier", "--num-samples",
+                     "16", "--feature-noise", "1,0"]) == 0
+        assert list(run.glob("eval-step-*.json"))
 
 
 @pytest.mark.distributed
