@@ -1,9 +1,12 @@
-"""MoCA block forward+backward time against the SA-only block of the same size and against a
+"""MoCA block forward+backward time and peak memory (Linux peak resident set, reset before each
+measured pass, in a fresh process) against the SA-only block of the same size and against a
 straightforward per-column implementation (Python loop over columns, as Algorithm 1 is written).
 
     OMP_NUM_THREADS=1 .venv/bin/python plugins/moca/benchmarks/bench_block.py
 """
 import argparse
+import gc
+import multiprocessing
 import time
 
 import torch
@@ -50,6 +53,33 @@ def timed(fn, x, repeats):
     return (time.perf_counter() - start) / repeats
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def _peak_in_child(case, a):
+    """Peak resident memory added by one forward+backward (Linux: VmHWM reset through
+    /proc/self/clear_refs just before), in MiB, measured in a fresh process."""
+    torch.manual_seed(0)
+    x = torch.randn(a.batch, a.channels, a.res, a.res, requires_grad=True)
+    moca = block("both", a.channels, a.res, a.cells, a.size)
+    fn = {"sa": block("sa", a.channels, a.res, a.cells, a.size), "moca": moca,
+          "loop": lambda x: per_column(moca, x)}[case]
+    fn(x).sum().backward()  # warm-up: lazily built state is not the block's working memory
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    start = _status_kib("VmRSS")
+    fn(x).sum().backward()
+    return (_status_kib("VmHWM") - start) / 1024
+
+
+def peak_mib(case, a) -> float:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_peak_in_child, (case, a))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=8)
@@ -67,9 +97,12 @@ def main():
     t_loop = timed(lambda x: per_column(moca, x), x, 1)
     print(f"B={a.batch} C={a.channels} {a.res}x{a.res} M={a.cells} T={a.size} "
           f"d={moca.theta.out_channels}, forward+backward, CPU 1 thread")
-    print(f"SA-only block      {1000 * t_sa:9.1f} ms")
-    print(f"MoCA block         {1000 * t_moca:9.1f} ms  ({t_moca / t_sa:.2f}x SA)")
-    print(f"per-column MoCA    {1000 * t_loop:9.1f} ms  ({t_loop / t_moca:.0f}x the vectorised block)")
+    peaks = {case: peak_mib(case, a) for case in ("sa", "moca", "loop")}
+    print(f"SA-only block      {1000 * t_sa:9.1f} ms   peak +{peaks['sa']:.1f} MiB")
+    print(f"MoCA block         {1000 * t_moca:9.1f} ms  ({t_moca / t_sa:.2f}x SA)   "
+          f"peak +{peaks['moca']:.1f} MiB")
+    print(f"per-column MoCA    {1000 * t_loop:9.1f} ms  ({t_loop / t_moca:.0f}x the vectorised "
+          f"block)   peak +{peaks['loop']:.1f} MiB")
     with torch.no_grad():
         assert torch.allclose(per_column(moca, x), moca(x), atol=1e-4)
     print("per-column output matches the vectorised block (atol 1e-4)")
