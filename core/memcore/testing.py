@@ -180,6 +180,7 @@ result = fn(*pickle.loads(args))
 with open(os.path.join(sys.argv[2], f"rank{tdist.get_rank()}.pkl"), "wb") as fh:
     pickle.dump(result, fh)
 tdist.barrier()
+tdist.barrier()  # no rank leaves while another still talks to it
 tdist.destroy_process_group()
 '''
 

@@ -360,6 +360,7 @@ class Trainer:
         """Leave the process group cleanly (an abrupt exit aborts gloo's threads)."""
         if dist.is_distributed():
             import torch.distributed as tdist
+            tdist.barrier()  # no rank leaves while another still talks to it
             tdist.destroy_process_group()
 
     def _truncate_log(self) -> None:

@@ -37,6 +37,7 @@ def main(out):
         with open(out, "w") as fh:
             json.dump({"results": results, "rows_per_rank": counts}, fh)
     if tdist.is_initialized():
+        tdist.barrier()  # no rank leaves while another still talks to it
         tdist.destroy_process_group()
 
 

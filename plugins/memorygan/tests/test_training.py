@@ -155,6 +155,7 @@ if rank == 0:
     assert torch.equal(everyone[0], everyone[1]), "ranks differ"
     assert torch.equal(everyone[0], single), "gathered write differs from one process"
     print("IDENTICAL")
+tdist.barrier()  # no rank leaves while another still talks to it
 tdist.destroy_process_group()
 """
 

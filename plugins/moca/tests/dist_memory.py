@@ -36,5 +36,6 @@ expected = torch.cat([b.double().flatten() for b in alone.state_dict().values()]
 ok = all(torch.equal(g, gathered[0]) for g in gathered) and torch.equal(state, expected) \
     and bool(shared.ready)
 print(f"rank {rank}: {'identical' if ok else 'DIFFERENT'}", flush=True)
+tdist.barrier()  # no rank leaves while another still talks to it
 tdist.destroy_process_group()
 sys.exit(0 if ok else 1)
