@@ -6,7 +6,7 @@ _P = "memcore_sagan"
 
 @memcore.hookimpl
 def memcore_api_version():
-    return memcore.API_VERSION
+    return "1"  # the memcore API this plugin was written for (not the installed one)
 
 
 @memcore.hookimpl
