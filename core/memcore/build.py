@@ -12,6 +12,7 @@ from .memory import Memory, SYNC_POLICIES, WRITE_POINTS
 from .protocols import BuildContext, Models
 from .recipe import Recipe
 from .registry import get_registry
+from .step import AUGMENT_TARGETS, applies_to
 
 
 def make_component(kind: str, spec, ctx: BuildContext):
@@ -78,6 +79,10 @@ def build_models(recipe: Recipe, dataset) -> Models:
     ctx = base_context(recipe, dataset)
     augment = make_component("augment", recipe.augment, attrs.evolve(ctx, role="augment")) \
         if recipe.augment is not None else None
+    if augment is not None and applies_to(augment) not in AUGMENT_TARGETS:
+        raise MemcoreError(f"augment '{recipe.augment.kind}': applies_to = "
+                           f"{applies_to(augment)!r}, expected one of "
+                           f"{', '.join(map(repr, AUGMENT_TARGETS))}")
     losses = [make_component("loss", spec, attrs.evolve(ctx, role=f"losses[{i}]"))
               for i, spec in enumerate(recipe.losses)]
     models = Models(G=G, D=D, G_ema=G_ema, augment=augment, losses=losses)

@@ -40,6 +40,10 @@ class TrainSection:
                                 check=positive)
     d_steps: int = option(1, help="D phases per iteration, each on a fresh real batch.",
                           check=positive)
+    d_batches: Literal["joint", "separate"] = option(
+        "joint", help="How D sees the D phase's real and fake batches: one call on "
+        "cat([real, fake]) (shared BatchNorm statistics), or two calls (per-batch statistics, "
+        "as in most TF GAN code).")
     precision: Literal["no", "bf16", "fp16"] = option(
         "no", help="Mixed precision: 'no' (fp32), 'bf16' (no scaler), 'fp16' (GradScaler).")
     log_every: int = option(10, help="Steps between log lines (JSONL, TensorBoard).", check=positive)

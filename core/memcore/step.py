@@ -12,6 +12,16 @@ from typing import Any, Mapping
 import torch
 
 
+AUGMENT_TARGETS = ("all", "real")
+
+
+def applies_to(augment) -> str:
+    """What an augmentation module applies to: ``"all"`` (default: every image D sees, real and
+    fake, in both phases) or ``"real"`` (class attribute ``applies_to = "real"``: applied once to
+    each real batch when it is drawn, never to fakes)."""
+    return getattr(augment, "applies_to", "all")
+
+
 def split_output(out, n: int):
     """Split a D output (tensor or dict of batch-first tensors) at row ``n``."""
     if isinstance(out, Mapping):
@@ -69,8 +79,12 @@ class StepContext:
         return self.cached("fake", make)
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """The recipe's augmentation, for augmentations that apply to every image D sees; one
+        with ``applies_to = "real"`` was applied when the real batch was drawn, so not here."""
         aug = self.models.augment
-        return aug(images) if aug is not None else images
+        if aug is None or applies_to(aug) == "real":
+            return images
+        return aug(images)
 
     def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None = None,
                      augment: bool = True):
@@ -81,7 +95,12 @@ class StepContext:
         return self.D(x)
 
     def _joint(self):
+        """D's outputs on the real and the fake batch of the D phase: one call on both, or two
+        (``train.d_batches = "separate"``: BatchNorm statistics per batch)."""
         def make():
+            if self.recipe is not None and self.recipe.train.d_batches == "separate":
+                return (self.discriminate(self.real, self.labels),
+                        self.discriminate(self.fake, self.fake_labels))
             labels = None
             if self.labels is not None and self.fake_labels is not None:
                 labels = torch.cat([self.labels, self.fake_labels])

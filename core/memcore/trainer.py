@@ -34,7 +34,7 @@ from .memory import commit_all, memories_in
 from .recipe import Recipe, dumps
 from .report import write_report
 from .rundir import plugin_versions
-from .step import StepContext
+from .step import StepContext, applies_to
 
 
 def make_accelerator(recipe: Recipe, find_unused: bool = False):
@@ -303,6 +303,9 @@ class Trainer:
     def _next_batch(self):
         images, labels = self.stream.next()
         images = images.to(self.device, non_blocking=True)
+        if self.models.augment is not None and applies_to(self.models.augment) == "real":
+            with torch.no_grad():  # once per drawn batch; StepContext.augment skips it after
+                images = self.models.augment(images)
         labels = labels.to(self.device) if self.dataset.num_classes else None
         return images, labels
 
