@@ -55,6 +55,7 @@ class MemoryGANLoss(memcore.Loss):
             real = ctx.d_real
             loss = -real["prob"].log().mean() - (-fake["prob"]).log1p().mean()
             ctx.log("p_real", real["prob"].mean())
+            ctx.log("clipped_real/D", self._clipped(real["prob"]))
             if "D" in dmn.write_phases:
                 dmn.memory.stage(query=torch.cat([real["query"], fake["query"]]),
                                  label=torch.cat([real["prob"].new_ones(len(real["query"])),
@@ -67,12 +68,20 @@ class MemoryGANLoss(memcore.Loss):
             if "G" in dmn.write_phases:
                 dmn.memory.stage(query=fake["query"], label=fake["prob"].new_zeros(len(fake["query"])))
         ctx.log("p_fake", fake["prob"].mean())
+        # Rows at the clip get no gradient (their top-k posterior holds one label): the share
+        # says how much of the batch trains the networks at all.
+        ctx.log(f"clipped_fake/{ctx.phase}", self._clipped(fake["prob"]))
         key = ctx.latents.get("key")
         if key is not None and self.options.mi_weight > 0:
             mi = self.mutual_information(fake, key, dmn.memory.kappa)
             ctx.log("mi", mi)
             loss = loss + self.options.mi_weight * mi
         return loss
+
+    def _clipped(self, prob: torch.Tensor) -> torch.Tensor:
+        eps = self._dmn[0].memory.eps
+        low, high = prob.new_tensor(eps), prob.new_tensor(1 - eps)  # the clamp's float32 bounds
+        return ((prob <= low) | (prob >= high)).float().mean()
 
     def mutual_information(self, fake: dict, key: torch.Tensor, kappa: float) -> torch.Tensor:
         """I_hat for the fake batch (B rows); lower is more informative."""

@@ -13,12 +13,13 @@ Write (eq. 5, Algorithm 1 lines 5-11), one call per commit with every staged (qu
    slot of its unconditional top-k has its label; with ``"top1-wrong"`` (the code) when the top-1
    slot has the wrong label.
 2. rows that do not reset update S_y, their top-k slots under p(c | x, v_c = y), by T iterations
-   of incremental EM with h_hat = alpha h. Rows are applied *together*: every row's E-step reads
-   the same memory, and a slot touched by several rows gets the sum of their sufficient
-   statistics (h_i += sum_b dgamma_bi, K_i += sum_b dgamma_bi (q_b - K_i) / h_i, then
-   re-normalised), with the decay alpha applied once per commit. For one row this is exactly
-   eq. 5; for several it is the mini-batch form of the same EM and does not depend on row order
-   (the TF code keeps one arbitrary row per slot instead).
+   of incremental EM. Rows are applied *together*: every row's E-step reads the same memory. A
+   slot touched by n rows, with ``combine = "averaged"`` (default), starts from h_hat = alpha^n h
+   and adds c * sum_b dgamma_bi to h and c * sum_b dgamma_bi (q_b - K_i) / h_i to K_i
+   (re-normalised), c = (1 + alpha + ... + alpha^(n-1)) / n: for the histogram, eq. 5 row by row
+   averaged over all row orders; for one row, eq. 5 exactly. ``"summed"`` is mini-batch EM
+   (h_hat = alpha h, c = 1), whose histogram grows with the number of rows per slot. Neither
+   depends on row order (the TF code keeps one arbitrary row per slot instead).
 3. rows that reset take distinct slots, the first resetting row the oldest slot: slots not
    touched by step 2 come first, then higher age, then lower index. Key q, value y, age 0,
    h = mean(h) of the memory before this commit. If more rows reset than there are slots, the
@@ -45,7 +46,8 @@ class DiscriminativeMemory(memcore.Memory):
 
     def __init__(self, slots: int, key_dim: int, *, top_k: int = 128, kappa: float = 1.0,
                  beta: float = 1e-8, eps: float = 1e-3, decay: float = 0.5, em_iters: int = 1,
-                 update: str = "em", reset: str = "no-label-in-top-k", write_at: str = "after_D",
+                 update: str = "em", reset: str = "no-label-in-top-k", combine: str = "averaged",
+                 write_at: str = "after_D",
                  write_in_eval: bool = False, seed: int = 0):
         super().__init__(write_in_eval=write_in_eval, seed=seed)
         if top_k > slots:
@@ -53,7 +55,7 @@ class DiscriminativeMemory(memcore.Memory):
                                f"{slots}")
         self.slots, self.key_dim, self.top_k = slots, key_dim, top_k
         self.kappa, self.beta, self.eps, self.decay = kappa, beta, eps, decay
-        self.em_iters, self.update, self.reset = em_iters, update, reset
+        self.em_iters, self.update, self.reset, self.combine = em_iters, update, reset, combine
         self.write_at = write_at  # instance override of the class default ("forward" = code schedule)
         self.register_buffer("keys", torch.zeros(slots, key_dim))
         # Half real, half fake as in the code, but interleaved (even slots real): the first read
@@ -69,9 +71,10 @@ class DiscriminativeMemory(memcore.Memory):
         """log p(x|c) p(c) up to a constant: kappa K_i.q + log(h_i + beta); (B, M) -> (B, N)."""
         return self.kappa * query @ self.keys.T + (self.hist + self.beta).log()
 
-    def neighbours(self, query: torch.Tensor, label: torch.Tensor | None = None):
-        """Top-k slots (B, k) under p(c|x), or under p(c|x, v_c = label) when a label is given."""
-        scores = self.log_scores(query.detach())
+    def neighbours(self, query: torch.Tensor, label: torch.Tensor | None = None, scores=None):
+        """Top-k slots (B, k) under p(c|x), or under p(c|x, v_c = label) when a label is given;
+        ``scores``: this query's ``log_scores`` when the caller already has them."""
+        scores = self.log_scores(query.detach()) if scores is None else scores
         if label is not None:
             scores = scores.masked_fill(self.values[None] != label[:, None], -math.inf)
         return scores.topk(self.top_k, dim=1)
@@ -108,24 +111,26 @@ class DiscriminativeMemory(memcore.Memory):
     def write(self, items: dict[str, torch.Tensor], generator: torch.Generator) -> None:
         query = F.normalize(items["query"].to(self.keys), dim=1)         # (B, M)
         label = items["label"].to(self.keys)                             # (B,)
-        resets = self._reset_mask(query, label)                          # (B,)
+        scores = self.log_scores(query)                                  # (B, N), shared by both
+        resets = self._reset_mask(scores, label)                         # (B,)
         hist_mean = self.hist.mean()
-        touched = self._update_neighbours(query[~resets], label[~resets])
+        keep = ~resets
+        touched = self._update_neighbours(query[keep], label[keep], scores[keep])
         written = self._replace_oldest(query[resets], label[resets], hist_mean, touched)
         self.ages += 1
         self.ages[touched | written] = 0
 
-    def _reset_mask(self, query, label) -> torch.Tensor:
-        _, top = self.neighbours(query)
+    def _reset_mask(self, scores, label) -> torch.Tensor:
+        _, top = scores.topk(self.top_k, dim=1)
         same = self.values[top] == label[:, None]                        # (B, k)
         return ~same.any(1) if self.reset == "no-label-in-top-k" else ~same[:, 0]
 
-    def _update_neighbours(self, query, label) -> torch.Tensor:
+    def _update_neighbours(self, query, label, scores) -> torch.Tensor:
         """Batched incremental EM (or the Kaiser rule) on S_y; returns the touched-slot mask."""
         touched = torch.zeros(self.slots, dtype=torch.bool, device=self.keys.device)
         if len(query) == 0:
             return touched
-        cond_scores, S = self.neighbours(query, label)                   # (E, k)
+        cond_scores, S = self.neighbours(query, label, scores)           # (E, k)
         valid = torch.isfinite(cond_scores)                              # fewer than k label slots
         slot_ids, local = torch.unique(S[valid], return_inverse=True)    # (U,)
         U = len(slot_ids)
@@ -133,7 +138,9 @@ class DiscriminativeMemory(memcore.Memory):
         at = torch.full_like(S, U)
         at[valid] = local
         keys = torch.cat([self.keys[slot_ids], self.keys.new_zeros(1, self.key_dim)])   # (U+1, M)
-        hist = torch.cat([self.decay * self.hist[slot_ids], self.hist.new_ones(1)])     # (U+1,)
+        decay, scale = self._combine_factors(at, valid, U)                             # (U+1,) x2
+        hist = torch.cat([self.hist[slot_ids], self.hist.new_ones(1)]) * decay          # (U+1,)
+        scale = scale[at]                                                # (E, k)
         gamma_prev = torch.zeros_like(cond_scores)
         iters = 1 if self.update == "kaiser" else self.em_iters
         for _ in range(iters):
@@ -141,7 +148,7 @@ class DiscriminativeMemory(memcore.Memory):
             logits = self.kappa * torch.einsum("em,ekm->ek", query, keys[at]) \
                 + (hist[at] + self.beta).log()
             gamma = logits.masked_fill(~valid, -math.inf).softmax(-1)
-            step = gamma - gamma_prev                                    # (E, k)
+            step = (gamma - gamma_prev) * scale                          # (E, k)
             hist = hist.index_put((at,), step, accumulate=True)
             if self.update == "em":
                 pull = step[..., None] * (query[:, None] - keys[at])     # (E, k, M)
@@ -158,6 +165,20 @@ class DiscriminativeMemory(memcore.Memory):
         self.hist[slot_ids] = hist[:U]
         touched[slot_ids] = True
         return touched
+
+    def _combine_factors(self, at, valid, U):
+        """Per touched slot: the decay of its histogram and the weight of its rows' summed
+        statistics. "averaged": n rows hitting a slot decay it n times and add their mean
+        statistic times 1 + alpha + ... + alpha^(n-1) -- the expected histogram of eq. 5 applied
+        row by row in a random order. "summed": decay once, add the sum (mini-batch EM)."""
+        if self.combine == "summed":
+            return torch.full((U + 1,), self.decay, device=at.device), at.new_ones(U + 1).float()
+        rows = torch.zeros(U + 1, device=at.device).index_put((at,), valid.float(),
+                                                               accumulate=True)   # (U+1,)
+        rows[U] = 1.0  # the scratch row: any finite value
+        decay = self.decay ** rows
+        added = rows if self.decay == 1.0 else (1 - decay) / (1 - self.decay)
+        return decay, added / rows
 
     def _replace_oldest(self, query, label, hist_mean, touched) -> torch.Tensor:
         written = torch.zeros(self.slots, dtype=torch.bool, device=self.keys.device)

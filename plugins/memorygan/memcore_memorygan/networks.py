@@ -42,13 +42,26 @@ class DMNOptions:
     reset: Literal["no-label-in-top-k", "top1-wrong"] = option(
         "no-label-in-top-k", help="When a row replaces the oldest slot: no slot of its top-k has "
         "its label (paper) or its top-1 slot has the wrong label (code).")
+    combine: Literal["averaged", "summed"] = option(
+        "averaged", help="How rows writing one slot in a commit combine: averaged = the expected "
+        "result of eq. 5 row by row in random order (decay per row, mean statistic; the "
+        "histogram stays bounded as in the code); summed = mini-batch EM (decay once, summed "
+        "statistics; slots shared by many rows grow with the batch).")
     schedule: Literal["after-D", "every-evaluation"] = option(
         "after-D", help="after-D: real and fake queries of the D phase are written after D's "
         "optimizer step (Algorithm 1). every-evaluation: every D evaluation in training writes "
         "at once, the G phase's fakes included (the authors' code).")
-    width: int = option(64, help="Channels of the first conv; doubled per conv.", check=positive)
-    batch_norm: bool = option(True, help="BatchNorm on the second and third conv and the key.")
+    width: int = option(64, help="dcgan: channels of the first conv, doubled per conv; resnet: "
+                        "channels of every conv (code: 128).", check=positive)
+    batch_norm: bool = option(True, help="dcgan: BatchNorm on the second and third conv and the "
+                              "key; resnet: on the first conv of every residual block.")
     write_in_eval: bool = option(False, help="Also write when D is in eval mode.")
+    backbone: Literal["dcgan", "resnet"] = option(
+        "dcgan", help="Inference network: the code's Fashion-MNIST DCGAN-style convs (sides >= 16 "
+        "divisible by 4) or its CIFAR-10 ResNet with layer norm and ELU (32 px only).")
+    memory: bool = option(True, help="false: the -Memory ablation with the same inference network: "
+                          "a linear head from the raw key to one logit replaces the memory (D "
+                          "returns logits only; pair it with a memory-free loss, e.g. saturating).")
 
 
 class DMN(memcore.Discriminator):
@@ -59,6 +72,27 @@ class DMN(memcore.Discriminator):
     def __init__(self, options: DMNOptions, ctx: memcore.BuildContext):
         super().__init__()
         o = options
+        self.backbone, self.has_memory = o.backbone, o.memory
+        if o.backbone == "resnet":
+            from .resnet import ResNetEncoder
+            self.encoder = ResNetEncoder(o.key_dim, o.width, o.batch_norm, ctx)  # initialised
+        else:
+            self._build_dcgan(o, ctx)
+            init_weights(self.convs)
+            init_weights(self.to_key)
+        if not o.memory:  # -Memory: same inference network, linear head on the raw key
+            self.head = nn.Linear(o.key_dim, 1)
+            self.write_phases = ()
+            init_weights(self.head)
+            return
+        self.memory = DiscriminativeMemory(
+            o.slots, o.key_dim, top_k=o.top_k, kappa=o.kappa, beta=o.beta, eps=o.eps,
+            decay=o.decay, em_iters=o.em_iters, update=o.update, reset=o.reset, combine=o.combine,
+            write_at="after_D" if o.schedule == "after-D" else "forward",
+            write_in_eval=o.write_in_eval, seed=ctx.seed)
+        self.write_phases = ("D",) if o.schedule == "after-D" else ("D", "G")
+
+    def _build_dcgan(self, o: DMNOptions, ctx: memcore.BuildContext) -> None:
         if ctx.resolution < 16 or ctx.resolution % 4:
             raise MemcoreError(f"discriminator 'memorygan' needs images of at least 16 px with a "
                                f"side divisible by 4, got {ctx.resolution}")
@@ -75,17 +109,21 @@ class DMN(memcore.Discriminator):
         self.blocks = ctx.block_slots(dict(zip(self.sizes, widths[1:])))
         self.to_key = nn.Sequential(nn.Conv2d(widths[-1], o.key_dim, self.sizes[-1]),
                                     nn.BatchNorm1d(o.key_dim) if o.batch_norm else nn.Identity())
-        self.memory = DiscriminativeMemory(
-            o.slots, o.key_dim, top_k=o.top_k, kappa=o.kappa, beta=o.beta, eps=o.eps,
-            decay=o.decay, em_iters=o.em_iters, update=o.update, reset=o.reset,
-            write_at="after_D" if o.schedule == "after-D" else "forward",
-            write_in_eval=o.write_in_eval, seed=ctx.seed)
-        self.write_phases = ("D",) if o.schedule == "after-D" else ("D", "G")
-        _init_weights(self.convs)
-        _init_weights(self.to_key)
+
+    def on_build(self, models: memcore.Models) -> None:
+        if self.has_memory:
+            return
+        from .losses import MemoryGANLoss
+        if any(isinstance(loss, MemoryGANLoss) for loss in models.losses):
+            raise MemcoreError("loss 'memorygan' reads and writes D's memory, but "
+                               "discriminator.memory = false (the -Memory ablation) has none: use "
+                               "a memory-free loss such as [[losses]] kind = \"saturating\", or "
+                               "set discriminator.memory = true")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The inference network's un-normalised key (B, M)."""
+        if self.backbone == "resnet":
+            return self.encoder(x)
         h = x
         for size, conv in zip(self.sizes, self.convs):
             h = self.blocks(size, conv(h))
@@ -93,6 +131,8 @@ class DMN(memcore.Discriminator):
 
     def forward(self, x: torch.Tensor, c=None) -> dict[str, torch.Tensor]:
         raw = self.embed(x)                                              # (B, M)
+        if not self.has_memory:
+            return {"logits": self.head(raw).squeeze(1)}                 # (B,)
         query = F.normalize(raw, dim=1)                                  # q = mu(x), |q| = 1
         prob = self.memory(query)["prob"]                                # (B,) in [eps, 1-eps]
         return {"logits": prob.log() - (-prob).log1p(), "prob": prob, "query": query,
@@ -142,8 +182,9 @@ class MCGN(memcore.Generator):
         memories = [m for m in models.D.modules() if isinstance(m, DiscriminativeMemory)]
         if len(memories) != 1:
             raise MemcoreError("generator 'memorygan' samples keys from D's memory and needs "
-                               "discriminator kind = \"memorygan\" (found "
-                               f"{len(memories)} memoryGAN memories in D)")
+                               "discriminator kind = \"memorygan\" with memory = true (found "
+                               f"{len(memories)} memoryGAN memories in D); the -Memory ablation "
+                               "takes a memory-free generator")
         if memories[0].key_dim != self.key_dim:
             raise MemcoreError(f"generator.key_dim = {self.key_dim} must equal "
                                f"discriminator.key_dim = {memories[0].key_dim}")
@@ -198,15 +239,17 @@ class _FashionGenerator(nn.Module):
         self.up = nn.Sequential(
             nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width),
             nn.ReLU(), nn.ConvTranspose2d(width, ctx.channels, 4, stride=2, padding=1), nn.Tanh())
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.up(self.fc(z).view(-1, self.width, self.start, self.start))
 
 
-def _init_weights(module: nn.Module) -> None:
-    """Truncated normal, std 0.02, for every fc/conv weight (the code's initialiser)."""
+def init_weights(module: nn.Module) -> None:
+    """Truncated normal, std 0.02 (cut at 2 std, as TF), zero bias, for every fc/conv (the
+    code's initialiser)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -17,6 +17,14 @@ def memcore_register_components(registry):
                  help="memoryGAN MCGN: c ~ p(c|v=1) from D's memory, G([K_c, z]); wraps any G.")
     registry.add("loss", "memorygan", f"{_P}.losses:MemoryGANLoss", f"{_P}.losses:MemoryGANLossOptions",
                  help="memoryGAN eq. 7-8 (saturating or non-saturating G) + lambda*I_hat; stages writes.")
+    registry.add("generator", "memorygan-resnet", f"{_P}.resnet:ResNetGenerator",
+                 f"{_P}.resnet:ResNetGeneratorOptions",
+                 help="memoryGAN's CIFAR-10 ResNet G (32 px, layer norm, ELU); wrap it with "
+                 "[generator.inner] kind = \"memorygan-resnet\".")
+    registry.add("augment", "brightness-contrast", f"{_P}.augment:BrightnessContrast",
+                 f"{_P}.augment:BrightnessContrastOptions",
+                 help="memoryGAN's CIFAR-10 augmentation: random brightness and contrast, real "
+                 "images only.")
 
 
 @memcore.hookimpl

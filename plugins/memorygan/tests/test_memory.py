@@ -44,13 +44,22 @@ def ref_prob(mem, q):
 
 
 def ref_batched_em(mem, queries, labels, iters):
-    """The documented batched rule, slot by slot with Python loops (paper eq. 5 for one row)."""
+    """The documented batched rule, slot by slot with Python loops (paper eq. 5 for one row).
+    A slot hit by n rows: "summed" decays h once and adds the rows' summed statistics;
+    "averaged" decays it n times and adds (1 + a + ... + a^(n-1)) / n times the sum."""
     K = {i: mem.keys[i].clone() for i in range(mem.slots)}
     h = {i: float(mem.hist[i]) for i in range(mem.slots)}
     S = [ref_topk(mem, q, y) for q, y in zip(queries, labels)]
     touched = sorted({i for s in S for i in s})
+    n = {i: sum(i in s for s in S) for i in touched}
+    a = mem.decay
+    if mem.combine == "summed":
+        weight = {i: 1.0 for i in touched}
+        h_hat = {i: a * h[i] for i in touched}
+    else:
+        weight = {i: sum(a ** j for j in range(n[i])) / n[i] for i in touched}
+        h_hat = {i: a ** n[i] * h[i] for i in touched}
     K_hat = {i: K[i].clone() for i in touched}
-    h_hat = {i: mem.decay * h[i] for i in touched}
     g_prev = [[0.0] * len(s) for s in S]
     for _ in range(iters):
         gammas = []
@@ -61,8 +70,8 @@ def ref_batched_em(mem, queries, labels, iters):
         pull = {i: torch.zeros_like(K[i]) for i in touched}
         for q, s, g, gp in zip(queries, S, gammas, g_prev):
             for i, gi, gpi in zip(s, g, gp):
-                h_new[i] += gi - gpi
-                pull[i] += (gi - gpi) * (q - K_hat[i])
+                h_new[i] += weight[i] * (gi - gpi)
+                pull[i] += weight[i] * (gi - gpi) * (q - K_hat[i])
         K_hat = {i: F.normalize(K_hat[i] + pull[i] / h_new[i], dim=0) for i in touched}
         h_hat, g_prev = h_new, gammas
     return K_hat, h_hat
@@ -124,8 +133,9 @@ def test_one_em_iteration_is_the_codes_convex_update():
     assert torch.allclose(mem.hist[S], h_new, atol=1e-6)
 
 
-def test_batched_write_follows_the_documented_rule():
-    mem = random_memory(slots=16, top_k=5, em_iters=2)
+@pytest.mark.parametrize("combine", ["averaged", "summed"])
+def test_batched_write_follows_the_documented_rule(combine):
+    mem = random_memory(slots=16, top_k=5, em_iters=2, combine=combine)
     q = unit(7, 5, seed=5)
     q[1] = F.normalize(q[0] + 0.05, dim=0)  # two rows sharing most slots
     labels = [float(mem.values[ref_topk(mem, qi)[0]]) for qi in q]
@@ -136,8 +146,52 @@ def test_batched_write_follows_the_documented_rule():
         assert math.isclose(float(mem.hist[i]), h_hat[i], rel_tol=1e-5)
 
 
-def test_batched_write_does_not_depend_on_row_order():
-    a, b = random_memory(slots=16, top_k=5), random_memory(slots=16, top_k=5)
+def test_averaged_histogram_is_eq_5_row_by_row_averaged_over_row_orders():
+    """T = 1, gammas from the memory before the commit: applying eq. 5's h <- alpha h + gamma
+    row by row gives an order-dependent h; "averaged" is its mean over all row orders."""
+    import itertools
+    mem = random_memory(slots=16, top_k=5)
+    q = unit(3, 5, seed=8)
+    q[1], q[2] = F.normalize(q[0] + 0.05, dim=0), F.normalize(q[0] - 0.05, dim=0)
+    label = float(mem.values[ref_topk(mem, q[0])[0]])
+    S = [ref_topk(mem, qi, label) for qi in q]
+    shared = set(S[0]) & set(S[1]) & set(S[2])
+    assert shared
+    gamma = []
+    for qi, s in zip(q, S):
+        w = {i: math.exp(float(mem.keys[i] @ qi)) * (0.5 * float(mem.hist[i]) + mem.beta)
+             for i in s}
+        gamma.append({i: wi / sum(w.values()) for i, wi in w.items()})
+    expected = {}
+    for i in shared:
+        finals = []
+        for order in itertools.permutations(range(3)):
+            h = float(mem.hist[i])
+            for r in order:
+                h = 0.5 * h + gamma[r][i]
+            finals.append(h)
+        expected[i] = sum(finals) / len(finals)
+    write(mem, q, [label] * 3)
+    for i, h in expected.items():
+        assert math.isclose(float(mem.hist[i]), h, rel_tol=1e-5), i
+
+
+@pytest.mark.parametrize("combine,bounded", [("averaged", True), ("summed", False)])
+def test_histogram_of_a_slot_shared_by_many_rows(combine, bounded):
+    """One slot, 64 identical rows per commit: averaged stays at most 1 / (1 - alpha) = 2 like
+    the row-by-row rule; summed approaches 64 / (1 - alpha)."""
+    mem = DiscriminativeMemory(2, 3, top_k=1, combine=combine)
+    mem.keys.copy_(torch.eye(3)[:2])
+    q = torch.eye(3)[:1].repeat(64, 1)
+    for _ in range(10):
+        write(mem, q, [1.0] * 64)
+    h = float(mem.hist[0])
+    assert (h <= 1 / (1 - mem.decay) + 1e-5) == bounded and (h > 60) == (not bounded)
+
+
+@pytest.mark.parametrize("combine", ["averaged", "summed"])
+def test_batched_write_does_not_depend_on_row_order(combine):
+    a, b = (random_memory(slots=16, top_k=5, combine=combine) for _ in range(2))
     q = unit(6, 5, seed=6)
     labels = torch.tensor([1.0, 0, 1, 0, 1, 0])
     write(a, q, labels)
@@ -168,9 +222,9 @@ def test_reset_rules_paper_and_code():
     top = ref_topk(mem, q[0])
     mem.values.zero_()
     mem.values[top[1]] = 1.0   # label 1 in the top-k, but not at top-1
-    paper = mem._reset_mask(q, torch.ones(1))
+    paper = mem._reset_mask(mem.log_scores(q), torch.ones(1))
     mem.reset = "top1-wrong"
-    code = mem._reset_mask(q, torch.ones(1))
+    code = mem._reset_mask(mem.log_scores(q), torch.ones(1))
     assert paper.tolist() == [False] and code.tolist() == [True]
 
 
@@ -266,3 +320,31 @@ def test_top_k_larger_than_memory_is_a_clear_error():
     from memcore import MemcoreError
     with pytest.raises(MemcoreError, match="top_k"):
         DiscriminativeMemory(4, 3, top_k=8)
+
+
+def _two_cluster_run(combine, commits=40, seed=0):
+    """Fixed real and fake query clusters (no networks), written as in training; the mean
+    p(y=1|x) of real and fake queries over the last 10 commits."""
+    g = torch.Generator().manual_seed(seed)
+    mem = DiscriminativeMemory(512, 16, top_k=32, combine=combine)
+    centre, offset = unit(2, 16, seed=seed + 100)
+    p_real, p_fake = [], []
+    for _ in range(commits):
+        real = F.normalize(centre + 0.3 * offset + 0.5 * torch.randn(32, 16, generator=g), dim=1)
+        fake = F.normalize(centre - 0.3 * offset + 0.5 * torch.randn(32, 16, generator=g), dim=1)
+        with torch.no_grad():
+            p_real.append(float(mem(real)["prob"].mean()))
+            p_fake.append(float(mem(fake)["prob"].mean()))
+        write(mem, torch.cat([real, fake]), [1.0] * 32 + [0.0] * 32)
+    return sum(p_real[-10:]) / 10, sum(p_fake[-10:]) / 10
+
+
+def test_averaged_rows_keep_both_labels_readable_at_kappa_1():
+    """The collapse seen in training with summed statistics, without networks: one label's
+    slots outgrow the cosine range (kappa = 1) and fill every top-k, so p(y|x) = eps for all
+    queries (which label wins depends on the seed). With averaged rows the memory keeps telling
+    the clusters apart."""
+    real, fake = _two_cluster_run("averaged")
+    assert real > 0.55 and fake < 0.45 and real - fake > 0.2
+    real, fake = _two_cluster_run("summed")  # one label owns every top-k: eps or 1 - eps
+    assert abs(real - fake) < 0.01 and min(real, 1 - real) < 0.01

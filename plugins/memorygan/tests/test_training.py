@@ -43,6 +43,7 @@ def test_full_recipe_trains_and_saves_the_memory_once(tmp_path, monkeypatch):
     ("fashion-no-mcgn.toml", TINY_D + ["--set", "generator.width=8", "--set", "generator.fc_width=16"]),
     ("fashion-no-memory.toml", ["--set", "generator.width=8", "--set", "discriminator.width=8"]),
     ("cifar10-memorygan.toml", TINY_D + ["--set", "generator.key_dim=16", "--set", "data.kind=fashion-mnist",
+                                         "--set", "data.resolution=32",  # the ResNets are 32 px
                                          "--set", "generator.inner.width=8"]),
 ])
 def test_ablation_and_cifar_recipes_train(tmp_path, monkeypatch, recipe, extra):
