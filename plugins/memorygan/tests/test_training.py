@@ -40,6 +40,7 @@ def test_full_recipe_trains_and_saves_the_memory_once(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("recipe,extra", [
     ("fashion-no-em.toml", TINY_D + TINY_G),
+    ("fashion-memorygan-code.toml", TINY_D + TINY_G),
     ("fashion-no-mcgn.toml", TINY_D + ["--set", "generator.width=8", "--set", "generator.fc_width=16"]),
     ("fashion-no-memory.toml", ["--set", "generator.width=8", "--set", "discriminator.width=8"]),
     ("cifar10-memorygan.toml", TINY_D + ["--set", "generator.key_dim=16", "--set", "data.kind=fashion-mnist",
