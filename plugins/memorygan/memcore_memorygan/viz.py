@@ -81,6 +81,10 @@ def rebuild_discriminator(state) -> DMN:
     table = dict(_recipe(state)["discriminator"])
     if table.pop("kind") != "memorygan":
         raise MemcoreError("memcore viz memorygan needs a run with discriminator kind = \"memorygan\"")
+    if table.get("memory") is False:
+        raise MemcoreError("memcore viz memorygan needs a run whose discriminator has a memory; "
+                           "this one has discriminator.memory = false (the -Memory ablation: pass "
+                           "it as --dcgan for the z-interpolation baseline)")
     if table.pop("blocks", None):
         raise MemcoreError("memcore viz memorygan cannot rebuild a discriminator with blocks")
     info = state["dataset"]

@@ -171,3 +171,13 @@ def test_two_processes_gather_writes_into_identical_memories(tmp_path):
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "IDENTICAL" in proc.stdout
+
+
+def test_viz_of_a_memory_free_run_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    run_dir, _ = run(tmp_path, monkeypatch, "fashion-no-mcgn.toml", *TINY_D,
+                     "--set", "generator.width=8", "--set", "generator.fc_width=16",
+                     "--set", "discriminator.memory=false",
+                     "--set", 'losses=[{kind = "saturating"}]')
+    assert main(["viz", "memorygan", str(run_dir)]) != 0
+    err = capsys.readouterr().err
+    assert "discriminator.memory = false" in err and "--dcgan" in err and "Traceback" not in err
