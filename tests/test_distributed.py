@@ -37,11 +37,13 @@ def register_dump(registry):
 
 
 @pytest.mark.distributed
-def test_two_processes_agree_and_resume_on_one(tmp_path, monkeypatch, isolated_registry):
+@pytest.mark.parametrize("d_batches", ["joint", "separate"])  # separate: 2 D forwards, 1 backward
+def test_two_processes_agree_and_resume_on_one(tmp_path, monkeypatch, isolated_registry,
+                                               d_batches):
     plugin = tmp_path / "dumpplugin.py"
     plugin.write_text(DUMP_PLUGIN)
     recipe = tiny_recipe()
-    recipe["train"].update(steps=5, checkpoint_every=5)
+    recipe["train"].update(steps=5, checkpoint_every=5, d_batches=d_batches)
     recipe["plugins"] = {"local": [str(plugin)]}
     recipe["generator"]["blocks"] = [{"kind": "test-scale", "at": 14}]
     recipe["losses"].append({"kind": "dump-state"})
