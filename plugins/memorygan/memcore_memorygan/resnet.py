@@ -25,8 +25,8 @@ default, and the block output uses layer norm)::
     None      conv3x3               conv3x3                identity
 
 "upsample" is the code's depth-to-space of the channel-tiled tensor (``tf.depth_to_space`` of
-``concat([x, x, x, x], channels)``), which equals nearest-neighbour x2 upsampling; "meanpool" is the
-mean of the four 2x2 phases. LN is ``tf.contrib.layers.layer_norm`` (begin_norm_axis=1,
+``concat([x, x, x, x], channels)``), which equals nearest-neighbour x2 upsampling and is computed
+so; "meanpool" is the mean of the four 2x2 phases. LN is ``tf.contrib.layers.layer_norm`` (begin_norm_axis=1,
 begin_params_axis=-1): per sample, mean and biased variance over (C, H, W), variance epsilon
 1e-12, then a per-channel scale (init 1) and offset (init 0). Every fc/conv weight: truncated
 normal, std 0.02 (cut at 2 std), bias 0, as the code's initialiser. Convs are 'SAME' padded.
@@ -70,19 +70,10 @@ class LayerNorm2d(nn.Module):
         return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
-def depth_to_space(x: torch.Tensor, block: int = 2) -> torch.Tensor:
-    """``tf.depth_to_space`` (NHWC semantics) on an NCHW tensor: output[b, c, h*s + i, w*s + j] =
-    input[b, (i*s + j) * C_out + c, h, w]. (Not torch's pixel_shuffle, whose channel order is
-    c * s*s + i*s + j.)"""
-    b, c, h, w = x.shape
-    out = c // (block * block)
-    x = x.view(b, block, block, out, h, w).permute(0, 3, 4, 1, 5, 2)   # b, c, h, i, w, j
-    return x.reshape(b, out, h * block, w * block)
-
-
 def upsample(x: torch.Tensor) -> torch.Tensor:
-    """The code's upsampling: depth-to-space of the 4x channel-tiled tensor (= nearest x2)."""
-    return depth_to_space(torch.cat([x, x, x, x], dim=1), 2)
+    """The code's upsampling, ``tf.depth_to_space`` of the 4x channel-tiled tensor, which is
+    nearest-neighbour x2 (tested against TF's index formula); (B, C, H, W) -> (B, C, 2H, 2W)."""
+    return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
 class ConvMeanPool(nn.Sequential):

@@ -15,7 +15,7 @@ from memcore_memorygan.losses import MemoryGANLoss, MemoryGANLossOptions
 from memcore_memorygan.memory import DiscriminativeMemory
 from memcore_memorygan.networks import DMN, DMNOptions
 from memcore_memorygan.resnet import (LayerNorm2d, ResidualBlock, ResNetEncoder, ResNetGenerator,
-                                      ResNetGeneratorOptions, depth_to_space, upsample)
+                                      ResNetGeneratorOptions, upsample)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 CTX = memcore.BuildContext(resolution=32, channels=3, role="generator")
@@ -78,6 +78,15 @@ def test_layer_norm_is_tf_contrib_layer_norm():
     assert plain.mean((2, 3)).abs().max() > 0.1
 
 
+def depth_to_space(x: torch.Tensor, block: int = 2) -> torch.Tensor:
+    """``tf.depth_to_space`` (NHWC semantics) on an NCHW tensor: output[b, c, h*s + i, w*s + j] =
+    input[b, (i*s + j) * C_out + c, h, w] (not torch's pixel_shuffle channel order)."""
+    b, c, h, w = x.shape
+    out = c // (block * block)
+    x = x.view(b, block, block, out, h, w).permute(0, 3, 4, 1, 5, 2)   # b, c, h, i, w, j
+    return x.reshape(b, out, h * block, w * block)
+
+
 def test_upsampling_is_depth_to_space_of_the_tiled_tensor():
     x = torch.randn(2, 12, 3, 5)
     y = depth_to_space(x, 2)                                         # TF's NHWC definition
@@ -85,6 +94,7 @@ def test_upsampling_is_depth_to_space_of_the_tiled_tensor():
         assert y[:, c, h * 2 + i, w * 2 + j].equal(x[:, (i * 2 + j) * 3 + c, h, w])
     z = torch.randn(2, 3, 4, 4)
     assert upsample(z).equal(F.interpolate(z, scale_factor=2, mode="nearest"))
+    assert upsample(z).equal(depth_to_space(torch.cat([z, z, z, z], dim=1), 2))  # the code's op
 
 
 @pytest.mark.parametrize("resample,size", [("down", 4), ("up", 16), (None, 8)])
