@@ -11,13 +11,23 @@ import pytest
 SCRIPT = Path(__file__).with_name("dist_fidelity.py")
 
 
+# About 1 launch in 12 with a cold cache, a rank aborts while the processes exit (C++
+# "terminate called without an active exception" after barrier + destroy_process_group; not
+# reproducible on demand, not in the computation). Such a launch is retried once, cache cleared.
+EXIT_ABORT = "terminate called without an active exception"
+
+
 def _run(tmp_path, nproc):
     out = tmp_path / f"out-{nproc}.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEMCORE_CACHE": str(tmp_path / f"cache-{nproc}")}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                 "--standalone"] if nproc > 1 else [sys.executable]
-    done = subprocess.run([*launcher, str(SCRIPT), str(out)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    for attempt in range(2 if nproc > 1 else 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1",
+               "MEMCORE_CACHE": str(tmp_path / f"cache-{nproc}-{attempt}")}
+        done = subprocess.run([*launcher, str(SCRIPT), str(out)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        if done.returncode == 0 or EXIT_ABORT not in done.stderr:
+            break
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 
