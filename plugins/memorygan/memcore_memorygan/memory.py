@@ -20,6 +20,10 @@ Write (eq. 5, Algorithm 1 lines 5-11), one call per commit with every staged (qu
    averaged over all row orders; for one row, eq. 5 exactly. ``"summed"`` is mini-batch EM
    (h_hat = alpha h, c = 1), whose histogram grows with the number of rows per slot. Neither
    depends on row order (the TF code keeps one arbitrary row per slot instead).
+   ``em = "code"`` is the authors' code (TF and the PyTorch port): the histogram statistic of
+   a row is its posterior summed over S_y, 1 for T = 1, added to every slot of S_y alike
+   (h <- alpha h + 1, so K's step is gamma_i / (alpha h_i + 1)); ``"paper"`` adds each slot's
+   own gamma_i (eq. 5). The key's statistic is gamma_i in both.
 3. rows that reset take distinct slots, the first resetting row the oldest slot: slots not
    touched by step 2 come first, then higher age, then lower index. Key q, value y, age 0,
    h = mean(h) of the memory before this commit. If more rows reset than there are slots, the
@@ -47,7 +51,7 @@ class DiscriminativeMemory(memcore.Memory):
     def __init__(self, slots: int, key_dim: int, *, top_k: int = 128, kappa: float = 1.0,
                  beta: float = 1e-8, eps: float = 1e-3, decay: float = 0.5, em_iters: int = 1,
                  update: str = "em", reset: str = "no-label-in-top-k", combine: str = "averaged",
-                 write_at: str = "after_D",
+                 em: str = "paper", write_at: str = "after_D",
                  write_in_eval: bool = False, seed: int = 0):
         super().__init__(write_in_eval=write_in_eval, seed=seed)
         if top_k > slots:
@@ -56,6 +60,7 @@ class DiscriminativeMemory(memcore.Memory):
         self.slots, self.key_dim, self.top_k = slots, key_dim, top_k
         self.kappa, self.beta, self.eps, self.decay = kappa, beta, eps, decay
         self.em_iters, self.update, self.reset, self.combine = em_iters, update, reset, combine
+        self.em = em
         self.write_at = write_at  # instance override of the class default ("forward" = code schedule)
         self.register_buffer("keys", torch.zeros(slots, key_dim))
         # Half real, half fake as in the code, but interleaved (even slots real): the first read
@@ -148,8 +153,9 @@ class DiscriminativeMemory(memcore.Memory):
             logits = self.kappa * torch.einsum("em,ekm->ek", query, keys[at]) \
                 + (hist[at] + self.beta).log()
             gamma = logits.masked_fill(~valid, -math.inf).softmax(-1)
-            step = (gamma - gamma_prev) * scale                          # (E, k)
-            hist = hist.index_put((at,), step, accumulate=True)
+            delta = gamma - gamma_prev                                   # (E, k)
+            step = delta * scale
+            hist = hist.index_put((at,), self._hist_statistic(delta) * scale, accumulate=True)
             if self.update == "em":
                 pull = step[..., None] * (query[:, None] - keys[at])     # (E, k, M)
                 moved = keys.index_put((at,), pull, accumulate=True)
@@ -165,6 +171,15 @@ class DiscriminativeMemory(memcore.Memory):
         self.hist[slot_ids] = hist[:U]
         touched[slot_ids] = True
         return touched
+
+    def _hist_statistic(self, delta: torch.Tensor) -> torch.Tensor:
+        """The histogram statistic of each (row, neighbour) from the posterior step ``delta``
+        (E, k): its own step (eq. 5), or with em = "code" the row's step summed over its k
+        neighbours, as the authors' code sums the posterior over that axis (entries past the
+        valid neighbours go to the scratch row)."""
+        if self.em == "paper":
+            return delta
+        return delta.sum(-1, keepdim=True).expand_as(delta)
 
     def _combine_factors(self, at, valid, U):
         """Per touched slot: the decay of its histogram and the weight of its rows' summed

@@ -36,7 +36,14 @@ class DMNOptions:
     eps: float = option(1e-3, help="p(y|x) is clipped to [eps, 1 - eps].", check=in_range(0.0, 0.5))
     decay: float = option(0.5, help="Histogram decay alpha of the incremental EM.",
                           check=in_range(0.0, 1.0))
-    em_iters: int = option(1, help="EM iterations T per write (code: 1).", check=positive)
+    em_iters: int = option(1, help="EM iterations T per write (code: 1; the paper gives none).",
+                           check=positive)
+    em: Literal["paper", "code"] = option(
+        "paper", help="Histogram statistic of the EM step. paper: eq. 5, every slot i of S_y adds "
+        "its own posterior gamma_i (h <- alpha h + gamma_i, key step gamma_i / (alpha h + "
+        "gamma_i)). code: the authors' code (TF and PyTorch port) sums the posterior over the k "
+        "neighbours, so every slot of S_y adds 1 (h <- alpha h + 1, key step gamma_i / (alpha h "
+        "+ 1)).")
     update: Literal["em", "kaiser"] = option(
         "em", help="Key update: incremental EM (eq. 5) or the -EM ablation K <- normalise(K + q).")
     reset: Literal["no-label-in-top-k", "top1-wrong"] = option(
@@ -88,6 +95,7 @@ class DMN(memcore.Discriminator):
         self.memory = DiscriminativeMemory(
             o.slots, o.key_dim, top_k=o.top_k, kappa=o.kappa, beta=o.beta, eps=o.eps,
             decay=o.decay, em_iters=o.em_iters, update=o.update, reset=o.reset, combine=o.combine,
+            em=o.em,
             write_at="after_D" if o.schedule == "after-D" else "forward",
             write_in_eval=o.write_in_eval, seed=ctx.seed)
         self.write_phases = ("D",) if o.schedule == "after-D" else ("D", "G")

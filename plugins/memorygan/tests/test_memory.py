@@ -46,7 +46,8 @@ def ref_prob(mem, q):
 def ref_batched_em(mem, queries, labels, iters):
     """The documented batched rule, slot by slot with Python loops (paper eq. 5 for one row).
     A slot hit by n rows: "summed" decays h once and adds the rows' summed statistics;
-    "averaged" decays it n times and adds (1 + a + ... + a^(n-1)) / n times the sum."""
+    "averaged" decays it n times and adds (1 + a + ... + a^(n-1)) / n times the sum.
+    The histogram statistic of a row is gamma_i (em = "paper") or sum_j gamma_j ("code")."""
     K = {i: mem.keys[i].clone() for i in range(mem.slots)}
     h = {i: float(mem.hist[i]) for i in range(mem.slots)}
     S = [ref_topk(mem, q, y) for q, y in zip(queries, labels)]
@@ -69,8 +70,9 @@ def ref_batched_em(mem, queries, labels, iters):
         h_new = dict(h_hat)
         pull = {i: torch.zeros_like(K[i]) for i in touched}
         for q, s, g, gp in zip(queries, S, gammas, g_prev):
+            row_mass = sum(g) - sum(gp)
             for i, gi, gpi in zip(s, g, gp):
-                h_new[i] += weight[i] * (gi - gpi)
+                h_new[i] += weight[i] * (gi - gpi if mem.em == "paper" else row_mass)
                 pull[i] += weight[i] * (gi - gpi) * (q - K_hat[i])
         K_hat = {i: F.normalize(K_hat[i] + pull[i] / h_new[i], dim=0) for i in touched}
         h_hat, g_prev = h_new, gammas
@@ -116,8 +118,9 @@ def test_single_row_em_is_eq_5(iters):
     assert torch.allclose(mem.keys.norm(dim=1), torch.ones(mem.slots), atol=1e-5)
 
 
-def test_one_em_iteration_is_the_codes_convex_update():
-    """T = 1: K <- normalise((1 - r) K + r q), r = gamma / (alpha h + gamma) (reference code)."""
+def test_one_paper_em_iteration_is_a_convex_update_with_the_slots_own_posterior():
+    """T = 1 of eq. 5: h <- alpha h + gamma_i, K <- normalise((1 - r) K + r q),
+    r = gamma_i / (alpha h + gamma_i)."""
     mem = random_memory()
     q = unit(1, 5, seed=4)[0]
     label = float(mem.values[ref_topk(mem, q)[0]])
@@ -133,9 +136,48 @@ def test_one_em_iteration_is_the_codes_convex_update():
     assert torch.allclose(mem.hist[S], h_new, atol=1e-6)
 
 
-@pytest.mark.parametrize("combine", ["averaged", "summed"])
-def test_batched_write_follows_the_documented_rule(combine):
-    mem = random_memory(slots=16, top_k=5, em_iters=2, combine=combine)
+def test_code_em_adds_the_summed_posterior_by_hand():
+    """em = "code" on three slots computed by hand: q = e1, K = (e1, e2, -e1), h = 2 each,
+    alpha = 0.5, k = 2, every slot real. S = {0, 1}; E-step with alpha h = 1: gamma =
+    (e, 1) / (e + 1). The code adds sum(gamma) = 1: h_0 = h_1 = 1 + 1 = 2, and slot 1 moves by
+    r = gamma_1 / 2 towards q. The paper's eq. 5 adds gamma_i: h_1 = 1 + gamma_1, r = gamma_1 / h_1."""
+    e = math.e
+    gamma_1 = 1 / (e + 1)
+    for em, h_0, h_1, r in (("code", 2.0, 2.0, gamma_1 / 2),
+                            ("paper", 1 + e / (e + 1), 1 + gamma_1, gamma_1 / (1 + gamma_1))):
+        mem = DiscriminativeMemory(3, 2, top_k=2, em=em)
+        mem.keys.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+        mem.hist.fill_(2.0)
+        mem.values.fill_(1.0)
+        write(mem, torch.tensor([[1.0, 0.0]]), [1.0])
+        assert torch.allclose(mem.hist, torch.tensor([h_0, h_1, 2.0]), atol=1e-6), em
+        expected_1 = torch.tensor([r, 1 - r]) / math.hypot(r, 1 - r)
+        assert torch.allclose(mem.keys[1], expected_1, atol=1e-6), em
+        assert torch.allclose(mem.keys[[0, 2]], torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+
+
+def test_one_code_em_iteration_on_a_random_memory():
+    """The code's T = 1 on a random memory: every slot of S_y gets h <- alpha h + 1 and
+    K <- normalise((1 - r) K + r q) with r = gamma_i / (alpha h_i + 1)."""
+    mem = random_memory(em="code")
+    q = unit(1, 5, seed=4)[0]
+    label = float(mem.values[ref_topk(mem, q)[0]])
+    S = ref_topk(mem, q, label)
+    w = torch.tensor([math.exp(float(mem.keys[i] @ q)) * (0.5 * float(mem.hist[i]) + mem.beta)
+                      for i in S])
+    gamma = w / w.sum()
+    h_new = 0.5 * mem.hist[S] + 1
+    r = (gamma / h_new)[:, None]
+    expected = F.normalize((1 - r) * mem.keys[S] + r * q, dim=1)
+    write(mem, q[None], [label])
+    assert torch.allclose(mem.keys[S], expected, atol=1e-5)
+    assert torch.allclose(mem.hist[S], h_new, atol=1e-6)
+
+
+@pytest.mark.parametrize("combine,em", [("averaged", "paper"), ("summed", "paper"),
+                                        ("averaged", "code")])
+def test_batched_write_follows_the_documented_rule(combine, em):
+    mem = random_memory(slots=16, top_k=5, em_iters=2, combine=combine, em=em)
     q = unit(7, 5, seed=5)
     q[1] = F.normalize(q[0] + 0.05, dim=0)  # two rows sharing most slots
     labels = [float(mem.values[ref_topk(mem, qi)[0]]) for qi in q]
