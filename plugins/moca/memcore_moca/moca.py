@@ -3,18 +3,20 @@
 A feature map A (B, C, H, W) is projected by 1x1 convolutions to a reduced dimension d:
 queries θ(A), keys φ(A), values ψ(A). Two reads are made per position (a "column"):
 
-* H_m, memory: the column picks its nearest semantic cell K_i (Euclidean), then attends over that
-  cell's T prototype cells E^(i) (softmax of E^(i)ᵀ a); the read is E^(i) β. Cost O(N·T·d), plus
-  O(N·M·d) for the routing — never O(N·M·T).
-* H_s, context: ordinary self-attention over the H·W positions of the same image.
+* H_m, memory: the column picks its nearest semantic cell K_i (Euclidean, §4.2), then attends over
+  that cell's T prototype cells E^(i) (β = softmax of E^(i)ᵀ a); the read is E^(i) β. Cost
+  O(N·T·d), plus O(N·M·d) for the routing — never O(N·M·T).
+* H_s, context: ordinary self-attention over the H·W positions of the same image (Ŝ, §4.3).
 
-H = H_m + H_s, either as one joint softmax over [prototypes | positions] (the paper, lsGAN code) or
-two softmaxes summed (FastGAN code). Output: A + γ·O(H) with γ = 0 at start.
+H = H_m + H_s, by default with the two softmaxes of the paper (§4.2–4.4, Algorithm 1; the FastGAN
+code does the same); one joint softmax over [prototypes | positions] is the authors' lsGAN code.
+Output: A + γ·O(H) with γ = 0 at start.
 
 The memory is written from a momentum copy φ̃ of φ: each column of φ̃(A) replaces one random
 prototype of its nearest cell, and the cell means are recomputed. Before that, a warm-up fills the
 pool with random columns and forms the cells by k-means (torch, seeded from the memory's write
-generator).
+generator). Options reproduce the FastGAN code where it differs: cosine/dot-product routing, slot
+momentum (cp_momentum), φ̃ following φ on every forward.
 """
 from __future__ import annotations
 
@@ -33,20 +35,36 @@ class MocaOptions(memcore.BlockOptions):
     paths: Literal["both", "moca", "sa"] = option(
         "both", help="Reads used: memory + self-attention (the paper), memory only, or "
         "self-attention only (the SA baseline; no memory is built).")
-    softmax: Literal["joint", "separate"] = option(
-        "joint", help="joint: one softmax over [prototypes | positions] (paper, lsGAN code); "
-        "separate: one softmax per read, summed (FastGAN code).")
+    softmax: Literal["separate", "joint"] = option(
+        "separate", help="separate: β over the cell's T prototypes and Ŝ over the H·W positions, "
+        "reads summed, H = H_m + H_s (the paper, §4.2-4.4 and Algorithm 1; also the FastGAN "
+        "code); joint: one softmax over [prototypes | positions] (the authors' lsGAN code).")
+    routing: Literal["euclidean", "fastgan-code"] = option(
+        "euclidean", help="Nearest semantic cell for reads and writes: euclidean (the paper, "
+        "§4.1-4.2); fastgan-code: reads by cosine similarity of θ(A) to the cells, writes by raw "
+        "dot product of φ̃(A) with them (the authors' FastGAN code).")
     dim: Optional[int] = option(None, help="Reduced dimension d of θ, φ, ψ (None: channels // 2, "
                                 "at least 8; the code uses 128).", check=positive)
-    cells: int = option(32, help="Semantic cells M (paper 32; code 10).", check=positive)
-    prototypes: int = option(256, help="Prototype cells T per semantic cell (paper 256; code 100).",
-                             check=positive)
-    momentum: float = option(0.999, help="Momentum m of the key encoder: φ̃ <- m·φ̃ + (1-m)·φ once "
-                             "per G step (paper 0.999; code 0.6-0.95; 0 = no momentum, Table 4).",
+    cells: int = option(32, help="Semantic cells M (paper 32, Table 6's best row; code 10).",
+                        check=positive)
+    prototypes: int = option(256, help="Prototype cells T per semantic cell (paper 256, Table 6; "
+                             "code 100).", check=positive)
+    momentum: float = option(0.999, help="Momentum m of the key encoder: φ̃ <- m·φ̃ + (1-m)·φ "
+                             "(paper 0.999, §4.1; code 0.6-0.95; 0 = no momentum, Table 4).",
                              check=in_range(0.0, 1.0))
+    key_update: Literal["g-step", "forward"] = option(
+        "g-step", help="When φ̃ follows φ: g-step, once per G optimizer step, i.e. each time φ "
+        "has changed (our reading of §4.1 and Algorithm 1); forward: on every forward that writes "
+        "the memory once the cells are formed, D-phase and G-phase forwards alike (the FastGAN "
+        "code, cp_phi_momentum).")
+    slot_momentum: float = option(
+        1.0, help="A routed write sets the slot to (1-s)·slot + s·key: 1 = plain replacement "
+        "(the paper, §4.1); below 1 the FastGAN code's cp_momentum (its scripts use 1).",
+        check=lambda v: None if 0 < v <= 1 else "a number in (0, 1]")
     warmup: int = option(200, help="Memory writes (one per training step) that only fill the pool; "
                          "the cells are then formed by k-means and the memory read from the next "
-                         "step on.", check=positive)
+                         "step on (the paper gives no warm-up; the FastGAN code: 2000 forward "
+                         "calls).", check=positive)
     kmeans_iters: int = option(50, help="Lloyd iterations of the warm-up k-means.", check=positive)
     write_in_eval: bool = option(False, help="Also write in eval mode (the code writes on every "
                                  "call, sampling included).")
@@ -58,6 +76,20 @@ def nearest(rows: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, to
     dist = rows.pow(2).sum(1, keepdim=True) - 2 * rows @ centres.T + centres.pow(2).sum(1)
     d2, idx = dist.min(dim=1)
     return idx, d2.clamp_min(0)
+
+
+# read rule, write rule per `routing` option
+ROUTING = {"euclidean": ("euclidean", "euclidean"), "fastgan-code": ("cosine", "dot")}
+
+
+def assign(rows: torch.Tensor, centres: torch.Tensor, rule: str) -> torch.Tensor:
+    """Index of the closest centre of every row: smallest Euclidean distance, or largest cosine
+    similarity / raw dot product."""
+    if rule == "euclidean":
+        return nearest(rows, centres)[0]
+    if rule == "cosine":
+        rows, centres = F.normalize(rows, dim=1), F.normalize(centres, dim=1)
+    return (rows @ centres.T).argmax(1)
 
 
 def kmeans(points: torch.Tensor, k: int, iters: int, generator: torch.Generator):
@@ -119,11 +151,14 @@ class PrototypeMemory(memcore.Memory):
     sync, write_at = "gather", "after_step"
 
     def __init__(self, phi_weight: torch.Tensor, cells: int, prototypes: int, warmup: int,
-                 kmeans_iters: int, write_in_eval: bool = False, seed: int = 0):
+                 kmeans_iters: int, write_in_eval: bool = False, seed: int = 0,
+                 routing: str = "euclidean", slot_momentum: float = 1.0):
         super().__init__(write_in_eval=write_in_eval, seed=seed)
         dim = phi_weight.shape[0]
         self.num_cells, self.size, self.warmup, self.kmeans_iters = cells, prototypes, warmup, \
             kmeans_iters
+        self.read_rule, self.write_rule = ROUTING[routing]
+        self.slot_momentum = slot_momentum
         self.key_encoder = MomentumEncoder(phi_weight)
         self.register_buffer("prototypes", torch.zeros(cells * prototypes, dim))
         self.register_buffer("cells", torch.zeros(cells, dim))
@@ -135,9 +170,9 @@ class PrototypeMemory(memcore.Memory):
 
     # -- read ---------------------------------------------------------------------------------
     def route(self, queries: torch.Tensor) -> torch.Tensor:
-        """Nearest semantic cell of every query row (..., d) -> (...)."""
+        """Semantic cell of every query row (..., d) -> (...), by the read rule."""
         flat = queries.detach().reshape(-1, queries.shape[-1])
-        return nearest(flat, self.cells)[0].view(queries.shape[:-1])
+        return assign(flat, self.cells, self.read_rule).view(queries.shape[:-1])
 
     def group(self, cell: torch.Tensor, chunk: int = 64) -> "Groups":
         """Pack the columns routed to each cell into chunks of ``chunk`` rows, so that the read is a
@@ -183,17 +218,20 @@ class PrototypeMemory(memcore.Memory):
         if not bool(self.ready):
             self._fill(keys, generator)
             return
-        cell, d2 = nearest(keys, self.cells)
+        cell = assign(keys, self.cells, self.write_rule)
+        distance = (keys - self.cells[cell]).norm(dim=1).mean()
         offset = torch.randint(self.size, (len(keys),), generator=generator).to(cell.device)
-        self._store(keys, cell * self.size + offset)
+        self._store(keys, cell * self.size + offset, self.slot_momentum)
         self.cells.copy_(self.prototypes.view(self.num_cells, self.size, -1).mean(1))
-        self.route_distance.copy_(d2.sqrt().mean())
+        self.route_distance.copy_(distance)
         if "read_cell" in items:
             self.cell_reads += torch.bincount(items["read_cell"], minlength=self.num_cells)
 
-    def _store(self, keys, slots):
+    def _store(self, keys, slots, momentum=1.0):
         hit, row = last_writer(slots, len(self.prototypes))
-        self.prototypes[hit] = keys[row]
+        # momentum < 1: every writer blends into the slot's old value; the last one is kept
+        self.prototypes[hit] = keys[row] if momentum == 1 else \
+            torch.lerp(self.prototypes[hit], keys[row], momentum)
         self.slot_writes[hit] += 1
 
     def _fill(self, keys, generator):
@@ -269,6 +307,7 @@ class MocaBlock(nn.Module):
         channels = ctx.channels
         dim = o.dim or max(8, channels // 2)
         self.paths, self.softmax, self.momentum = o.paths, o.softmax, o.momentum
+        self.key_update = o.key_update
         self.theta = conv1x1(channels, dim)
         self.phi = conv1x1(channels, dim)
         self.psi = conv1x1(channels, dim) if o.paths != "moca" else None
@@ -276,7 +315,8 @@ class MocaBlock(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(()))
         self.memory = None if o.paths == "sa" else PrototypeMemory(
             self.phi.weight, o.cells, o.prototypes, o.warmup, o.kmeans_iters,
-            write_in_eval=o.write_in_eval, seed=ctx.seed)
+            write_in_eval=o.write_in_eval, seed=ctx.seed, routing=o.routing,
+            slot_momentum=o.slot_momentum)
         # memory-only: φ feeds φ̃ but gets no gradient, θ none during warm-up
         self.ddp_find_unused = o.paths == "moca"
 
@@ -322,10 +362,12 @@ class MocaBlock(nn.Module):
             if att.cell is not None:
                 staged["read_cell"] = att.cell.reshape(-1)
             self.memory.stage(**staged)
+            if self.key_update == "forward" and bool(self.memory.ready):
+                self.memory.key_encoder.follow(self.phi.weight, self.momentum)
         modulation = self.out(att.read.transpose(1, 2).reshape(b, -1, h, w))
         return x + self.gamma * modulation
 
     def after_phase(self, ctx) -> None:
         """φ̃ follows φ once per G optimizer step (identical on every rank, like φ)."""
-        if self.memory is not None and ctx.pass_name == "G":
+        if self.memory is not None and self.key_update == "g-step" and ctx.pass_name == "G":
             self.memory.key_encoder.follow(self.phi.weight, self.momentum)

@@ -43,7 +43,16 @@ def test_shapes_and_identity_at_init(paths, softmax):
     assert (block.memory is None) == (paths == "sa")
 
 
-def reference_read(block, x):
+def closest_cell(cells, a, rule):
+    """The routing rules written out for one column: Euclidean (paper), cosine, dot product."""
+    if rule == "euclidean":
+        return min(range(len(cells)), key=lambda j: float((cells[j] - a).norm()))
+    if rule == "cosine":
+        return max(range(len(cells)), key=lambda j: float(cells[j] @ a / (cells[j].norm() * a.norm())))
+    return max(range(len(cells)), key=lambda j: float(cells[j] @ a))
+
+
+def reference_read(block, x, rule="euclidean"):
     """Per-column loop: nearest cell, softmax over its prototypes, self-attention over positions."""
     b, c, h, w = x.shape
     q = block.theta(x).flatten(2)                       # (B, d, N)
@@ -55,7 +64,7 @@ def reference_read(block, x):
     for i in range(b):
         for n in range(h * w):
             a = q[i, :, n]
-            cell = min(range(mem.num_cells), key=lambda j: float((mem.cells[j] - a).norm()))
+            cell = closest_cell(mem.cells, a, rule)
             s_mem = protos[cell] @ a                    # (T,)
             parts = [s_mem]
             if block.paths == "both":
@@ -80,6 +89,61 @@ def test_read_matches_loop(paths, softmax):
     x = torch.randn(2, 8, 4, 4)
     with torch.no_grad():
         assert torch.allclose(block(x), reference_read(block, x), atol=1e-5)
+
+
+def test_paper_softmax_is_the_default():
+    assert MocaOptions(at=4).softmax == "separate"
+    assert MocaOptions(at=4).routing == "euclidean"
+    assert MocaOptions(at=4).slot_momentum == 1.0 and MocaOptions(at=4).key_update == "g-step"
+
+
+def test_fastgan_code_routing_reads_by_cosine():
+    """The code's read: argmax cosine(θ row, prototype mean) picks the cell (mean vectors made
+    such that cosine and Euclidean disagree)."""
+    block = warmed_block(routing="fastgan-code").eval()
+    with torch.no_grad():
+        block.memory.cells.mul_(torch.tensor([[0.1], [1.0], [8.0]]))
+    x = torch.randn(2, 8, 4, 4)
+    q = block.theta(x).flatten(2).transpose(1, 2).reshape(-1, block.memory.cells.shape[1])
+    cosine = (torch.nn.functional.normalize(q, dim=1)
+              @ torch.nn.functional.normalize(block.memory.cells, dim=1).T).argmax(1)
+    assert torch.equal(block.memory.route(q), cosine)
+    assert not torch.equal(cosine, torch.cdist(q, block.memory.cells).argmin(1))
+    with torch.no_grad():
+        assert torch.allclose(block(x), reference_read(block, x, "cosine"), atol=1e-5)
+
+
+def test_fastgan_code_routing_writes_by_dot_product():
+    memory = PrototypeMemory(torch.randn(2, 8, 1, 1), cells=2, prototypes=1, warmup=1,
+                             kmeans_iters=5, routing="fastgan-code")
+    memory.train()
+    commit_keys(memory, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    memory.cells.copy_(torch.tensor([[1.0, 0.0], [4.0, 4.0]]))
+    memory.prototypes.copy_(memory.cells)
+    key = torch.tensor([[1.2, 0.1]])       # Euclidean: cell 0; dot product: 1.2 vs 5.2 -> cell 1
+    assert int(nearest(key, memory.cells)[0]) == 0
+    commit_keys(memory, key)
+    assert torch.equal(memory.prototypes, torch.tensor([[1.0, 0.0], [1.2, 0.1]]))
+
+
+@pytest.mark.parametrize("m", [1.0, 0.3])
+def test_slot_momentum_blends_as_cp_momentum(m):
+    """The code's write: slot <- (1 - m)·slot + m·key (m = cp_momentum; 1 = replacement)."""
+    memory = PrototypeMemory(torch.randn(2, 8, 1, 1), cells=1, prototypes=1, warmup=1,
+                             kmeans_iters=5, slot_momentum=m)
+    memory.train()
+    commit_keys(memory, torch.tensor([[2.0, -1.0]]))             # warm-up: the key itself
+    assert torch.equal(memory.prototypes, torch.tensor([[2.0, -1.0]]))
+    key = torch.tensor([[0.5, 3.0]])
+    commit_keys(memory, key)
+    expected = (1 - m) * torch.tensor([[2.0, -1.0]]) + m * key
+    assert torch.allclose(memory.prototypes, expected) and torch.allclose(memory.cells, expected)
+
+
+def test_bad_slot_momentum_is_refused():
+    from memcore.config import structure
+    with pytest.raises(memcore.RecipeError, match="slot_momentum"):
+        structure({"at": 4, "slot_momentum": 0.0}, MocaOptions, "block")
 
 
 def test_routing_picks_nearest_cell():
@@ -215,6 +279,30 @@ def test_momentum_update_formula(momentum):
     block.after_phase(_Ctx("G"))
     expected = momentum * old + (1 - momentum) * block.phi.weight
     assert torch.allclose(block.memory.key_encoder.weight, expected)
+
+
+def test_key_update_on_every_forward_after_warmup():
+    """The code's φ_k: after the warm-up, each forward that writes moves it once,
+    φ_k <- m·φ_k + (1-m)·φ; the G step does not."""
+    block = make_block(momentum=0.6, key_update="forward", warmup=1)
+    block.train()
+    old = block.memory.key_encoder.weight.clone()
+    with torch.no_grad():
+        block.phi.weight.add_(1.0)
+    block(torch.randn(2, 8, 4, 4))                       # warm-up forward: φ̃ unchanged
+    assert torch.equal(block.memory.key_encoder.weight, old)
+    block.memory.commit()                                # the cells are formed
+    for _ in range(2):                                   # D-phase and G-phase forwards
+        staged_before = len(block.memory._staged)
+        block(torch.randn(2, 8, 4, 4))
+        old = 0.6 * old + 0.4 * block.phi.weight
+        assert torch.allclose(block.memory.key_encoder.weight, old)
+        # the keys of this forward were encoded before the update, as in the code
+        assert len(block.memory._staged) == staged_before + 1
+    block.after_phase(_Ctx("G"))
+    assert torch.allclose(block.memory.key_encoder.weight, old)
+    block.eval()(torch.randn(2, 8, 4, 4))                # no writes in eval: no update either
+    assert torch.allclose(block.memory.key_encoder.weight, old)
 
 
 def test_key_encoder_saved_and_device_following():
