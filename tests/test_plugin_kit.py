@@ -19,7 +19,7 @@ import memcore
 import memcore.testing
 from memcore import contracts
 from memcore.cli import main
-from memcore.scaffold import SCAFFOLD_KINDS
+from memcore.kit.scaffold import SCAFFOLD_KINDS
 from memcore.testing import run_distributed, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,10 +64,10 @@ def test_generated_package_layout(generated):
 
 
 def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path, capsys):
-    assert main(["new-plugin", "Bad_Name", "--dir", str(tmp_path)]) == 1
+    assert main(["new-plugin", "Bad_Name", "--dir", str(tmp_path)]) == 2
     assert "plugin name 'Bad_Name'" in capsys.readouterr().err
     assert main(["new-plugin", "ok", "--dir", str(tmp_path)]) == 0
-    assert main(["new-plugin", "ok", "--dir", str(tmp_path)]) == 1
+    assert main(["new-plugin", "ok", "--dir", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
 
 

@@ -18,6 +18,6 @@ def memcore_register_components(registry):
 
 @hookimpl
 def memcore_add_commands(commands):
-    from . import scaffold
+    from .kit import scaffold
     commands.add("new-plugin", "Create a pip-installable memcore-NAME plugin package that works "
                  "as generated.", scaffold.configure, scaffold.command)

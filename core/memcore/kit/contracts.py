@@ -25,9 +25,9 @@ import attrs
 import torch
 from torch import nn
 
-from . import dist
-from .memory import Memory, SYNC_POLICIES, WRITE_POINTS
-from .protocols import BuildContext, Generator, Models, logits_of
+from .. import dist
+from ..memory import Memory, SYNC_POLICIES, WRITE_POINTS
+from ..protocols import BuildContext, Generator, Models, logits_of
 
 __all__ = ["ContractViolation", "check_memory", "check_memory_distributed", "check_block",
            "check_generator", "check_discriminator", "check_loss", "check_dataset",
@@ -69,8 +69,8 @@ def factory_of(kind: str, name: str, options: Mapping | None = None, *, resoluti
     ``blocks`` are ``[[<kind>.blocks]]`` tables for a backbone. For a block, ``resolution`` and
     ``channels`` are those of the stage it follows (``options["at"]`` defaults to ``resolution``).
     """
-    from .config import slot, structure
-    from .registry import get_registry
+    from ..config import slot, structure
+    from ..registry import get_registry
     raw = {"kind": name, **(options or {})}
     if kind == "block":
         raw.setdefault("at", resolution)
@@ -408,9 +408,9 @@ def check_memory_distributed(memory, inputs, *, nproc: int = 2, seed: int = 0, s
     ``memory`` and ``inputs`` are sent to the processes by pickle: use a factory defined at the top
     level of an importable module (or a ``"module:attr"`` string) and tensors or such a function.
     """
-    from .testing import run_distributed
+    from .distributed import run_distributed
     if isinstance(memory, str):
-        from .registry import _resolve
+        from ..registry import _resolve
         memory = _resolve(memory, "memory factory", "<check_memory_distributed>")
     results = run_distributed(_memory_on_rank, nproc=nproc, args=(memory, inputs, seed, steps),
                               timeout=timeout)
@@ -562,7 +562,7 @@ def check_loss(loss, *, generator=None, discriminator=None, resolution: int = 8,
         models = Models(G=G, D=D, G_ema=None, augment=None, losses=[term])
         for m in models.modules_with("on_build"):
             m.on_build(models)
-        from .step import StepContext
+        from ..step import StepContext
         gen = torch.Generator().manual_seed(seed)
         real = torch.rand(batch, channels, resolution, resolution, generator=gen) * 2 - 1
         labels = torch.randint(num_classes, (batch,), generator=gen) if num_classes else None
@@ -635,8 +635,8 @@ def check_metric(metric, *, resolution: int = 8, channels: int = 1, num_real: in
     """Check a metric (or a factory of one) on a tiny generator and random real images:
     ``protocol`` (key, higher_is_better, preflight) and ``compute`` (a dict holding ``key`` as a
     number; other values numbers or strings; the same result twice)."""
-    from .datasets import TensorImageDataset
-    from .evaluation import MetricSession
+    from ..datasets import TensorImageDataset
+    from ..evaluation import MetricSession
     m = metric() if callable(metric) and not hasattr(metric, "compute") else metric
     with _contract("metric", "protocol"):
         _require(isinstance(m.key, str) and m.key, f"key = {m.key!r}")

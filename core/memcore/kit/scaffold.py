@@ -14,7 +14,8 @@ recipe that uses it with the base plugin's ``dcgan`` backbones, the ``hinge`` lo
 
 A ``memory`` plugin is a block holding a :class:`memcore.Memory` (a key-value memory read by
 attention), inserted with ``[[generator.blocks]]``, since memories reach a recipe through blocks.
-The templates are kept here as strings so the core needs no package data.
+The files are ``string.Template`` files in ``templates/`` (package data): the shared ones at the
+top, ``<kind>/component.py.in`` and ``<kind>/tests.py.in`` per kind.
 """
 from __future__ import annotations
 
@@ -22,612 +23,100 @@ import re
 from pathlib import Path
 from string import Template
 
-from . import __version__
-from .errors import MemcoreError
-from .registry import API_VERSION
+import attrs
+
+from .. import __version__
+from ..errors import MemcoreError
+from ..registry import API_VERSION
 
 SCAFFOLD_KINDS = ("memory", "block", "generator", "discriminator", "loss", "metric", "dataset")
+TEMPLATES = Path(__file__).parent / "templates"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
-# -- common files ---------------------------------------------------------------------------
-PYPROJECT = '''[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
+@attrs.frozen
+class Example:
+    """The example component of a kind: how it is registered and described."""
 
-[project]
-name = "$dist"
-version = "0.1.0"
-description = "A memcore plugin: $summary"
-readme = "README.md"
-requires-python = ">=3.10"
-dependencies = ["memcore>=$memcore_version"]
-classifiers = ["Framework :: memcore"]
-
-[project.optional-dependencies]
-test = ["pytest>=8", "memcore-base"]
-
-# memcore finds the plugin through this entry point; the value is a light module.
-[project.entry-points.memcore]
-$name = "$package.plugin"
-
-[tool.setuptools]
-packages = ["$package"]
-
-[tool.pytest.ini_options]
-pythonpath = ["."]
-testpaths = ["tests"]
-addopts = "-m 'not slow'"
-'''
-
-PLUGIN = '''"""Registration only: the torch-heavy module is imported when a recipe uses the component."""
-import memcore
-
-_P = "$package"
+    registered_as: str   # the registry kind ("block" for a memory: memories live in blocks)
+    factory: str         # attribute of the component module
+    options: str         # attribute of the component module, or "module:attr" of memcore
+    help: str
+    summary: str
+    details: str         # README text; {package} is the package name
 
 
-@memcore.hookimpl
-def memcore_api_version():
-    return "$api"  # the memcore API this plugin was written for; a different major is refused
+EXAMPLES = {
+    "memory": Example(
+        "block", "MemoryBlock", "MemoryBlockOptions",
+        "A key-value memory read by attention, written FIFO after D.",
+        "a key-value memory read by attention, as a block for any backbone.",
+        "`{package}/memory.py`: `KeyValueMemory`, a `memcore.Memory` whose state (keys, values, "
+        "write head) lives in buffers; `read` is attention over the slots, `write` replaces the "
+        "oldest slots with the rows staged during the step, gathered from every process. "
+        "`MemoryBlock` puts it into a backbone (`[[generator.blocks]]` or "
+        "`[[discriminator.blocks]]`, `at` = a stage resolution) as x + gamma * "
+        "out(read(query(x))), with gamma starting at 0."),
+    "block": Example(
+        "block", "ChannelGate", "ChannelGateOptions", "Channel gate (squeeze-and-excitation).",
+        "a channel gate block for any backbone.",
+        "`{package}/block.py`: `ChannelGate`, x * sigmoid(mlp(mean(x))), for "
+        "`[[generator.blocks]]` or `[[discriminator.blocks]]`."),
+    "generator": Example(
+        "generator", "Generator", "GeneratorOptions",
+        "Small convolutional generator with block slots.",
+        "a small convolutional generator with block slots.",
+        "`{package}/generator.py`: `Generator`, upsampling convolutions from a linear stem, with "
+        "a block slot after every stage."),
+    "discriminator": Example(
+        "discriminator", "Discriminator", "DiscriminatorOptions",
+        "Small spectrally normalised discriminator with block slots.",
+        "a small spectrally normalised discriminator with block slots.",
+        "`{package}/discriminator.py`: `Discriminator`, strided convolutions and a linear head "
+        "on summed features, with a block slot after every stage."),
+    "loss": Example(
+        "loss", "RelativisticAverage", "memcore:LossOptions",
+        "Relativistic average GAN loss (logistic link).", "the relativistic average GAN loss.",
+        "`{package}/loss.py`: `RelativisticAverage`, a `memcore.Loss` for the D and G phases."),
+    "metric": Example(
+        "metric", "MeanImageDistance", "MeanImageOptions",
+        "L1 distance of the mean generated and mean real image.",
+        "a cheap metric comparing mean images.",
+        "`{package}/metric.py`: `MeanImageDistance`, a `memcore.Metric` computed from this "
+        "process's share of EMA samples, gathered over processes."),
+    "dataset": Example(
+        "dataset", "Shapes", "ShapesOptions",
+        "Procedural discs and squares, 28 px grey, 2 classes.",
+        "a procedural dataset of discs and squares.",
+        "`{package}/dataset.py`: `Shapes`, an in-memory `memcore.ImageDataset` of uint8 images "
+        "and int64 labels."),
+}
 
 
-@memcore.hookimpl
-def memcore_register_components(registry):
-$registration'''
-
-README = '''# $dist
-
-A [memcore](https://example.invalid/memcore) plugin: $summary
-
-Generated by `memcore new-plugin $name --kind $kind` (memcore $memcore_version).
-
-## Install and try
-
-```sh
-pip install -e .            # registers the entry point [project.entry-points.memcore] $name
-memcore plugins             # '$name' is listed with status ok and its components
-memcore show $component
-memcore run recipes/$name.toml --set train.steps=200
-```
-
-## Test
-
-```sh
-pip install -e '.[test]'
-pytest                      # contract checks from memcore.contracts and a 2-step training run
-pytest -m distributed       # the memory on 2 CPU processes (gloo), where the plugin has one
-```
-
-The tests work installed or not: the `use_plugin` fixture (from `memcore.testing`, a pytest
-plugin that memcore installs) registers `$package.plugin` when its entry point is absent.
-
-## What is inside
-
-$details
-'''
-
-TEST_HEAD = '''"""Tests of $dist: memcore's contract checks and a 2-step run of the recipe."""
-from pathlib import Path
-
-import pytest
-$imports
-import $package.plugin as plugin
-from memcore import contracts
-from memcore.testing import train
-$local_imports
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "$name.toml"
+def _registration(kind: str, name: str) -> str:
+    """The ``registry.add(...)`` call of plugin.py, by ``"module:attr"`` strings."""
+    e = EXAMPLES[kind]
+    options = f'"{e.options}"' if ":" in e.options else f'f"{{_P}}.{kind}:{e.options}"'
+    return (f'    registry.add("{e.registered_as}", "{name}", f"{{_P}}.{kind}:{e.factory}",\n'
+            f'                 {options},\n                 help="{e.help}")\n')
 
 
-@pytest.fixture(autouse=True)
-def registry(isolated_registry, use_plugin):
-    use_plugin(plugin, "$name")
-    return isolated_registry
-
-
-def test_registered(registry):
-    assert "$component" in registry.plugins["$name"].components
-
-
-def test_trains_with_its_recipe(tmp_path):
-    run = train(RECIPE, tmp_path, steps=2)
-    assert (run / "checkpoints" / "step-0000002.pt").is_file()
-'''
-
-
-# -- the recipe ------------------------------------------------------------------------------
-def _recipe(kind: str, name: str) -> str:
-    data = f'kind = "{name}"' if kind == "dataset" else 'kind = "fashion-mnist"'
-    generator = f'kind = "{name}"\nz_dim = 64\nwidth = 32' if kind == "generator" else \
-        'kind = "dcgan"\nz_dim = 64\nwidth = 32'
-    discriminator = f'kind = "{name}"\nwidth = 32' if kind == "discriminator" else \
-        'kind = "dcgan"\nwidth = 32'
-    loss = name if kind == "loss" else "hinge"
+def _recipe_values(kind: str, name: str) -> dict:
+    """What the recipe template needs: the example in its place, base components elsewhere."""
     extra = ""
     if kind in ("memory", "block"):
-        extra += f'\n[[generator.blocks]]\nkind = "{name}"\nat = 14  # 28 px images: stages 7, 14, 28\n'
+        extra = f'\n[[generator.blocks]]\nkind = "{name}"\nat = 14  # 28 px images: stages 7, 14, 28\n'
     if kind == "metric":
-        extra += f'\n[[metrics]]\nkind = "{name}"\nnum_samples = 512\n'
-    return f'''# memcore-{name}: its {kind} in a small run.  memcore run recipes/{name}.toml
-[train]
-steps = 2000
-batch_size = 32
-seed = 0
-log_every = 50
-sample_every = 500
-checkpoint_every = 500
-
-[data]
-{data}
-
-[generator]
-{generator}
-
-[discriminator]
-{discriminator}
-{extra}
-[[losses]]
-kind = "{loss}"
-'''
-
-
-# -- one example per kind --------------------------------------------------------------------
-MEMORY = '''"""A key-value memory read by attention, used as a block inside a backbone.
-
-The memory keeps ``slots`` (key, value) pairs in buffers. Reading is attention: a query reads
-softmax(cos(q, K) / temperature) · V, with gradients reaching the query only. Writing is FIFO: the
-block stages one pooled (key, value) per image; at ``write_at`` the core hands ``write`` the rows
-of every rank (``sync = "gather"``) and the oldest slots are overwritten.
-"""
-from __future__ import annotations
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-import memcore
-from memcore import option, positive
-
-
-class KeyValueMemory(memcore.Memory):
-    sync, write_at = "gather", "after_D"  # identical on every rank; written after D's step
-
-    def __init__(self, slots: int, dim: int, temperature: float = 0.1, *, seed: int = 0):
-        super().__init__(seed=seed)
-        self.temperature = temperature
-        keys = torch.randn(slots, dim, generator=torch.Generator().manual_seed(seed))
-        self.register_buffer("keys", F.normalize(keys, dim=-1))      # (slots, dim), unit rows
-        self.register_buffer("values", torch.zeros(slots, dim))      # (slots, dim)
-        self.register_buffer("head", torch.zeros((), dtype=torch.long))    # next slot to write
-        self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # slots written so far
-
-    def read(self, query: torch.Tensor) -> torch.Tensor:            # (N, dim) -> (N, dim)
-        attention = (F.normalize(query, dim=-1) @ self.keys.T / self.temperature).softmax(-1)
-        return attention @ self.values
-
-    def forward(self, query: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """Read with ``query`` and remember (query, value) at the next write."""
-        self.stage(key=query, value=value)
-        return self.read(query)
-
-    def write(self, items, generator):  # called by the core under no_grad
-        keys, values = items["key"][-len(self.keys):], items["value"][-len(self.keys):]
-        slots = (self.head + torch.arange(len(keys), device=self.head.device)) % len(self.keys)
-        self.keys[slots] = F.normalize(keys, dim=-1).to(self.keys.dtype)
-        self.values[slots] = values.to(self.values.dtype)
-        self.head.copy_((self.head + len(keys)) % len(self.keys))
-        self.filled.copy_(torch.clamp(self.filled + len(keys), max=len(self.keys)))
-
-    def stats(self):
-        return {"filled": float(self.filled)}
-
-
-@memcore.config
-class MemoryBlockOptions(memcore.BlockOptions):
-    slots: int = option(64, help="Key-value pairs in the memory.", check=positive)
-    dim: int = option(32, help="Size of keys and values.", check=positive)
-    temperature: float = option(0.1, help="Softmax temperature of the attention read.",
-                                check=positive)
-
-
-class MemoryBlock(nn.Module):
-    """x + gamma * out(read(query(x))): every position reads the memory; gamma starts at 0, so
-    the block starts as the identity and the backbone learns how much to use it."""
-
-    def __init__(self, options: MemoryBlockOptions, ctx: memcore.BuildContext):
-        super().__init__()
-        channels, dim = ctx.channels, options.dim
-        self.to_query = nn.Conv2d(channels, dim, 1)
-        self.to_value = nn.Conv2d(channels, dim, 1)
-        self.to_out = nn.Conv2d(dim, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(()))
-        self.memory = KeyValueMemory(options.slots, dim, options.temperature, seed=ctx.seed)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:             # (B, C, H, W) -> same
-        b, _, h, w = x.shape
-        query = self.to_query(x).flatten(2).transpose(1, 2)          # (B, HW, dim)
-        read = self.memory.read(query.reshape(b * h * w, -1))        # (B*HW, dim)
-        read = read.view(b, h * w, -1).transpose(1, 2).reshape(b, -1, h, w)
-        self.memory.stage(key=query.mean(1), value=self.to_value(x).mean((2, 3)))  # (B, dim) each
-        return x + self.gamma * self.to_out(read)
-'''
-
-BLOCK = '''"""A channel gate (squeeze-and-excitation): each image re-weights its own feature channels."""
-from __future__ import annotations
-
-import torch
-from torch import nn
-
-import memcore
-from memcore import option, positive
-
-
-@memcore.config
-class ChannelGateOptions(memcore.BlockOptions):
-    reduction: int = option(4, help="Hidden size of the gate = channels / reduction.",
-                            check=positive)
-
-
-class ChannelGate(nn.Module):
-    """x * sigmoid(mlp(mean of x over positions)), shape (B, C, H, W) -> (B, C, H, W)."""
-
-    def __init__(self, options: ChannelGateOptions, ctx: memcore.BuildContext):
-        super().__init__()
-        hidden = max(1, ctx.channels // options.reduction)
-        self.mlp = nn.Sequential(nn.Linear(ctx.channels, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, ctx.channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.mlp(x.mean((2, 3))))               # (B, C)
-        return x * gate[:, :, None, None]
-'''
-
-_STAGES = '''
-
-def stage_sizes(resolution: int) -> list[int]:
-    """Halve the image side while it stays an even integer >= 4: 28 -> [7, 14, 28]."""
-    sizes = [resolution]
-    while sizes[-1] % 2 == 0 and sizes[-1] // 2 >= 4:
-        sizes.append(sizes[-1] // 2)
-    return sizes[::-1]
-'''
-
-GENERATOR = '''"""A small convolutional generator with a block slot after every stage (unconditional)."""
-from __future__ import annotations
-
-import torch
-from torch import nn
-
-import memcore
-from memcore import option, positive
-''' + _STAGES + '''
-
-@memcore.config
-class GeneratorOptions:
-    z_dim: int = option(64, help="Latent size.", check=positive)
-    width: int = option(32, help="Channels of the last stage, doubled per stage towards z.",
-                        check=positive)
-
-
-class Generator(memcore.Generator):
-    def __init__(self, options: GeneratorOptions, ctx: memcore.BuildContext):
-        super().__init__()
-        self.z_dim, self.num_classes = options.z_dim, 0
-        self.sizes = stage_sizes(ctx.resolution)
-        widths = [options.width * 2 ** i for i in reversed(range(len(self.sizes)))]
-        self.start, self.start_width = self.sizes[0], widths[0]
-        self.stem = nn.Sequential(nn.Linear(options.z_dim, widths[0] * self.start ** 2))
-        self.ups = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 3, padding=1),
-                          nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
-            for c_in, c_out in zip(widths[:-1], widths[1:]))
-        self.slots = ctx.block_slots(dict(zip(self.sizes, widths)))  # [[generator.blocks]]
-        self.to_image = nn.Conv2d(widths[-1], ctx.channels, 3, padding=1)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:             # (B, z_dim) -> (B, C, R, R)
-        x = self.stem(z).view(-1, self.start_width, self.start, self.start).relu()
-        x = self.slots(self.sizes[0], x)
-        for size, up in zip(self.sizes[1:], self.ups):
-            x = self.slots(size, up(x))
-        return torch.tanh(self.to_image(x))
-'''
-
-DISCRIMINATOR = '''"""A small spectrally normalised convolutional discriminator with block slots (unconditional)."""
-from __future__ import annotations
-
-import torch
-from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
-
-import memcore
-from memcore import option, positive
-''' + _STAGES + '''
-
-@memcore.config
-class DiscriminatorOptions:
-    width: int = option(32, help="Channels of the first stage, doubled per stage.",
-                        check=positive)
-
-
-class Discriminator(memcore.Discriminator):
-    def __init__(self, options: DiscriminatorOptions, ctx: memcore.BuildContext):
-        super().__init__()
-        self.num_classes = 0
-        self.sizes = stage_sizes(ctx.resolution)[::-1]                # largest first
-        widths = [options.width * 2 ** i for i in range(len(self.sizes))]
-        self.stem = nn.Sequential(spectral_norm(nn.Conv2d(ctx.channels, widths[0], 3, padding=1)),
-                                  nn.LeakyReLU(0.2))
-        self.downs = nn.ModuleList(
-            nn.Sequential(spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)),
-                          nn.LeakyReLU(0.2))
-            for c_in, c_out in zip(widths[:-1], widths[1:]))
-        self.slots = ctx.block_slots(dict(zip(self.sizes, widths)))  # [[discriminator.blocks]]
-        self.head = spectral_norm(nn.Linear(widths[-1], 1))
-
-    def forward(self, x: torch.Tensor, c=None) -> torch.Tensor:     # (B, C, R, R) -> (B,)
-        h = self.slots(self.sizes[0], self.stem(x))
-        for size, down in zip(self.sizes[1:], self.downs):
-            h = self.slots(size, down(h))
-        return self.head(h.sum((2, 3))).squeeze(1)
-'''
-
-LOSS = '''"""The relativistic average GAN loss with the logistic link (RaSGAN).
-
-D: softplus(-(r - mean f)) + softplus(f - mean r); G: the same with real and fake swapped,
-where r and f are D's logits on real and fake images.
-"""
-from __future__ import annotations
-
-import torch
-import torch.nn.functional as F
-
-import memcore
-from memcore import logits_of
-
-
-def relativistic_average(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """The loss of the network that wants ``real`` to look more real than ``fake`` on average."""
-    return F.softplus(-(real - fake.mean())).mean() + F.softplus(fake - real.mean()).mean()
-
-
-class RelativisticAverage(memcore.Loss):
-    phases = ("D", "G")
-
-    def __call__(self, ctx):
-        real, fake = logits_of(ctx.d_real), logits_of(ctx.d_fake)
-        if ctx.phase == "D":
-            return relativistic_average(real, fake)
-        return relativistic_average(fake, real)
-'''
-
-METRIC = '''"""Distance between the mean generated image and the mean real image (cheap sanity metric)."""
-from __future__ import annotations
-
-import torch
-
-import memcore
-from memcore import option, positive
-
-
-@memcore.config
-class MeanImageOptions(memcore.MetricOptions):
-    num_samples: int = option(512, help="Generated (and real) images compared.", check=positive)
-
-
-class MeanImageDistance(memcore.Metric):
-    """Mean absolute difference of the per-pixel means, in [0, 1] intensity units."""
-
-    key, higher_is_better = "mean_image_l1", False
-
-    def compute(self, session):
-        n = self.options.num_samples
-        real = session.real(n).double() / 255                        # (n, C, H, W)
-        fake_sum, count = torch.zeros(real.shape[1:], dtype=torch.float64), 0
-        for batch in session.generate(n):                            # this rank's share, uint8
-            fake_sum += batch.double().sum(0) / 255
-            count += len(batch)
-        fake_sum = memcore.dist.gather_rows(fake_sum[None]).sum(0)   # every rank's share
-        count = int(memcore.dist.gather_rows(torch.tensor([count])).sum())
-        distance = (fake_sum / count - real.mean(0)).abs().mean()
-        return {self.key: float(distance), "num_samples": count}
-'''
-
-DATASET = '''"""Procedural shapes: one white disc (label 0) or square (label 1) on black, grey images."""
-from __future__ import annotations
-
-import torch
-
-import memcore
-from memcore import option, positive
-
-
-@memcore.config
-class ShapesOptions(memcore.DatasetOptions):
-    size: int = option(4096, help="Number of images.", check=positive)
-    resolution: int = option(28, help="Image side in pixels.", check=positive)
-    seed: int = option(0, help="Seed of the shapes' sizes and places.")
-
-
-class Shapes(memcore.ImageDataset):
-    class_names = ("disc", "square")
-
-    def __init__(self, options: ShapesOptions, ctx: memcore.BuildContext):
-        n = min(options.size, options.limit or options.size)
-        side = options.resolution
-        g = torch.Generator().manual_seed(options.seed)
-        labels = torch.randint(2, (n,), generator=g)
-        radius = side * (0.15 + 0.2 * torch.rand(n, generator=g))    # half-side of a square
-        centre = radius[:, None] + (side - 2 * radius[:, None]) * torch.rand(n, 2, generator=g)
-        grid = torch.arange(side) + 0.5
-        dy = grid[None, :, None] - centre[:, 0, None, None]          # (n, side, 1)
-        dx = grid[None, None, :] - centre[:, 1, None, None]          # (n, 1, side)
-        r = radius[:, None, None]
-        disc = dy ** 2 + dx ** 2 <= r ** 2
-        square = torch.maximum(dy.abs(), dx.abs()) <= r
-        inside = torch.where(labels[:, None, None] == 1, square, disc)  # (n, side, side)
-        self.images = inside.to(torch.uint8)[:, None] * 255           # (n, 1, side, side)
-        self.labels = labels
-        self.resolution, self.channels, self.num_classes = side, 1, 2
-        self.description = f"{n} procedural {side} px discs and squares"
-'''
-
-
-def _kinds(package: str, name: str) -> dict:
-    """Per kind: module file, its source, registration lines, component, tests, README text."""
-    def add(kind, module, factory, options, help):
-        config = f'"{options}"' if ":" in options else f'f"{{_P}}.{module}:{options}"'
-        return (f'    registry.add("{kind}", "{name}", f"{{_P}}.{module}:{factory}",\n'
-                f'                 {config},\n                 help="{help}")\n')
-
-    return {
-        "memory": dict(
-            module="memory", source=MEMORY, component=f"block:{name}",
-            registration=add("block", "memory", "MemoryBlock", "MemoryBlockOptions",
-                             "A key-value memory read by attention, written FIFO after D."),
-            summary="a key-value memory read by attention, as a block for any backbone.",
-            imports="import torch\n", local_imports=f"from {package}.memory import KeyValueMemory\n",
-            tests=f'''
-
-MEMORY_INPUTS = (torch.randn(6, 4, generator=torch.Generator().manual_seed(0)),
-                 torch.randn(6, 4, generator=torch.Generator().manual_seed(1)))
-
-
-def small_memory():
-    return KeyValueMemory(slots=8, dim=4)
-
-
-def test_memory_contracts():
-    contracts.check_memory(small_memory, MEMORY_INPUTS, read_shape=(6, 4))
-
-
-def test_block_contracts():
-    contracts.check_block(contracts.factory_of("block", "{name}", {{"slots": 8, "dim": 4}},
-                                               channels=16, resolution=8), channels=16)
-
-
-def test_read_is_attention_over_slots():
-    memory = KeyValueMemory(slots=4, dim=4, temperature=0.05)
-    memory.keys.copy_(torch.eye(4))
-    memory.values.copy_(torch.randn(4, 4))
-    weights = (torch.eye(4)[2] / 0.05).softmax(-1)  # cosine 1 with slot 2, 0 with the others
-    assert torch.allclose(memory.read(3 * torch.eye(4)[2:3]), weights @ memory.values)
-
-
-def test_write_replaces_oldest_slots():
-    memory = small_memory().train()
-    memory(*MEMORY_INPUTS)
-    memory.commit()
-    assert torch.equal(memory.values[:6], MEMORY_INPUTS[1]) and int(memory.head) == 6
-
-
-@pytest.mark.distributed
-def test_memory_identical_on_two_processes():
-    contracts.check_memory_distributed(small_memory, MEMORY_INPUTS)
-''',
-            details=f"`{package}/memory.py`: `KeyValueMemory`, a `memcore.Memory` whose state "
-                    "(keys, values, write head) lives in buffers; `read` is attention over the "
-                    "slots, `write` replaces the oldest slots with the rows staged during the "
-                    "step, gathered from every process. `MemoryBlock` puts it into a backbone "
-                    "(`[[generator.blocks]]` or `[[discriminator.blocks]]`, `at` = a stage "
-                    "resolution) as x + gamma * out(read(query(x))), with gamma starting at 0."),
-        "block": dict(
-            module="block", source=BLOCK, component=f"block:{name}", imports="import torch\n",
-            registration=add("block", "block", "ChannelGate", "ChannelGateOptions",
-                             "Channel gate (squeeze-and-excitation)."),
-            summary="a channel gate block for any backbone.",
-            tests=f'''
-
-def test_block_contracts():
-    contracts.check_block(contracts.factory_of("block", "{name}", {{"reduction": 2}},
-                                               channels=16, resolution=8), channels=16)
-
-
-def test_gate_scales_channels_by_at_most_one():
-    block = contracts.factory_of("block", "{name}", channels=16, resolution=8)()
-    x = torch.rand(2, 16, 8, 8)
-    assert (block(x) <= x).all() and (block(x) >= 0).all()
-''',
-            details=f"`{package}/block.py`: `ChannelGate`, x * sigmoid(mlp(mean(x))), for "
-                    "`[[generator.blocks]]` or `[[discriminator.blocks]]`."),
-        "generator": dict(
-            module="generator", source=GENERATOR, component=f"generator:{name}",
-            registration=add("generator", "generator", "Generator", "GeneratorOptions",
-                             "Small convolutional generator with block slots."),
-            summary="a small convolutional generator with block slots.",
-            tests=f'''
-
-def test_generator_contracts():
-    contracts.check_generator(
-        contracts.factory_of("generator", "{name}", {{"z_dim": 8, "width": 4}}, resolution=28,
-                             channels=1), resolution=28, channels=1)
-''',
-            details=f"`{package}/generator.py`: `Generator`, upsampling convolutions from a "
-                    "linear stem, with a block slot after every stage."),
-        "discriminator": dict(
-            module="discriminator", source=DISCRIMINATOR, component=f"discriminator:{name}",
-            registration=add("discriminator", "discriminator", "Discriminator",
-                             "DiscriminatorOptions",
-                             "Small spectrally normalised discriminator with block slots."),
-            summary="a small spectrally normalised discriminator with block slots.",
-            tests=f'''
-
-def test_discriminator_contracts():
-    contracts.check_discriminator(
-        contracts.factory_of("discriminator", "{name}", {{"width": 4}}, resolution=28,
-                             channels=1), resolution=28, channels=1)
-''',
-            details=f"`{package}/discriminator.py`: `Discriminator`, strided convolutions and a "
-                    "linear head on summed features, with a block slot after every stage."),
-        "loss": dict(
-            module="loss", source=LOSS, component=f"loss:{name}",
-            registration=add("loss", "loss", "RelativisticAverage", "memcore:LossOptions",
-                             "Relativistic average GAN loss (logistic link)."),
-            summary="the relativistic average GAN loss.",
-            imports="import torch\nimport torch.nn.functional as F\n",
-            local_imports=f"from {package}.loss import relativistic_average\n",
-            tests=f'''
-
-def test_loss_contracts():
-    contracts.check_loss(contracts.factory_of("loss", "{name}"))
-
-
-def test_matches_the_formula():
-    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])
-    expected = (F.softplus(-(real - 0.0)).mean() + F.softplus(fake - 1.0).mean())
-    assert torch.allclose(relativistic_average(real, fake), expected)
-''',
-            details=f"`{package}/loss.py`: `RelativisticAverage`, a `memcore.Loss` for the D and "
-                    "G phases."),
-        "metric": dict(
-            module="metric", source=METRIC, component=f"metric:{name}",
-            registration=add("metric", "metric", "MeanImageDistance", "MeanImageOptions",
-                             "L1 distance of the mean generated and mean real image."),
-            summary="a cheap metric comparing mean images.",
-            tests=f'''
-
-def test_metric_contracts():
-    contracts.check_metric(contracts.factory_of("metric", "{name}", {{"num_samples": 16}}),
-                           resolution=8, channels=1)
-''',
-            details=f"`{package}/metric.py`: `MeanImageDistance`, a `memcore.Metric` computed "
-                    "from this process's share of EMA samples, gathered over processes."),
-        "dataset": dict(
-            module="dataset", source=DATASET, component=f"dataset:{name}",
-            registration=add("dataset", "dataset", "Shapes", "ShapesOptions",
-                             "Procedural discs and squares, 28 px grey, 2 classes."),
-            summary="a procedural dataset of discs and squares.",
-            tests=f'''
-
-def test_dataset_contracts():
-    contracts.check_dataset(contracts.factory_of("dataset", "{name}", {{"size": 32}}))
-
-
-def test_limit_and_balance():
-    data = contracts.factory_of("dataset", "{name}", {{"size": 400, "limit": 300}})()
-    assert len(data) == 300 and 100 < int(data.labels.sum()) < 200
-''',
-            details=f"`{package}/dataset.py`: `Shapes`, an in-memory `memcore.ImageDataset` of "
-                    "uint8 images and int64 labels."),
-    }
+        extra = f'\n[[metrics]]\nkind = "{name}"\nnum_samples = 512\n'
+    return dict(
+        data=f'kind = "{name if kind == "dataset" else "fashion-mnist"}"',
+        generator=f'kind = "{name if kind == "generator" else "dcgan"}"\nz_dim = 64\nwidth = 32',
+        discriminator=f'kind = "{name if kind == "discriminator" else "dcgan"}"\nwidth = 32',
+        loss=name if kind == "loss" else "hinge", extra=extra)
+
+
+def _render(template: str, values: dict) -> str:
+    return Template((TEMPLATES / template).read_text()).substitute(values)
 
 
 def generate(name: str, kind: str = "memory", directory: str | Path = ".") -> Path:
@@ -641,21 +130,20 @@ def generate(name: str, kind: str = "memory", directory: str | Path = ".") -> Pa
     root = Path(directory) / f"memcore-{name}"
     if root.exists():
         raise MemcoreError(f"{root} already exists; choose another name or --dir")
-    spec = _kinds(package, name)[kind]
+    e = EXAMPLES[kind]
     values = dict(name=name, package=package, dist=f"memcore-{name}", kind=kind,
-                  api=API_VERSION, memcore_version=__version__, component=spec["component"],
-                  summary=spec["summary"], details=spec["details"],
-                  registration=spec["registration"], imports=spec.get("imports", ""),
-                  local_imports=spec.get("local_imports", ""))
+                  api=API_VERSION, memcore_version=__version__,
+                  component=f"{e.registered_as}:{name}", summary=e.summary,
+                  details=e.details.format(package=package),
+                  registration=_registration(kind, name), **_recipe_values(kind, name))
     files = {
-        "pyproject.toml": Template(PYPROJECT).substitute(values),
-        "README.md": Template(README).substitute(values),
-        f"{package}/__init__.py": f'"""memcore-{name}: {spec["summary"]}"""\n',
-        f"{package}/plugin.py": Template(PLUGIN).substitute(values),
-        f"{package}/{spec['module']}.py": spec["source"],
-        f"recipes/{name}.toml": _recipe(kind, name),
-        f"tests/test_{package[len('memcore_'):]}.py":
-            Template(TEST_HEAD).substitute(values) + spec["tests"],
+        "pyproject.toml": _render("pyproject.toml.in", values),
+        "README.md": _render("README.md.in", values),
+        f"{package}/__init__.py": f'"""memcore-{name}: {e.summary}"""\n',
+        f"{package}/plugin.py": _render("plugin.py.in", values),
+        f"{package}/{kind}.py": _render(f"{kind}/component.py.in", values),
+        f"recipes/{name}.toml": _render("recipe.toml.in", values),
+        f"tests/test_{package[len('memcore_'):]}.py": _render(f"{kind}/tests.py.in", values),
     }
     for relative, text in files.items():
         path = root / relative
@@ -672,9 +160,9 @@ def configure(parser) -> None:
 
 
 def command(args) -> int:
-    from .registry import get_registry
+    from ..registry import get_registry
     root = generate(args.name, args.kind, args.dir)
-    kind = "block" if args.kind == "memory" else args.kind
+    kind = EXAMPLES[args.kind].registered_as
     taken = get_registry().entries.get((kind, args.name))
     if taken is not None:
         print(f"note: {kind} '{args.name}' is already registered by plugin '{taken.plugin}'; "
