@@ -218,6 +218,28 @@ def test_optimizer_options_lazy_correction_and_linear_schedule(tmp_path, monkeyp
     assert state2["optim"]["G"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 2 / 4)
 
 
+def test_linear_schedule_over_decay_epochs(tmp_path, monkeypatch):
+    """256 images / batch 8 = 32 batches per epoch: decay_epochs 0.25 reaches 0 at step 8 of a
+    4-step run, so lr halves by step 4 instead of reaching 0 there."""
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe()
+    recipe["optim"] = {"G": {"lr": 0.001, "schedule": "linear", "decay_epochs": 0.25}}
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 0
+    for step, lr in ((2, 0.001 * 6 / 8), (4, 0.001 * 4 / 8)):
+        state = _load(_run_dir(tmp_path) / "checkpoints" / f"step-{step:07d}.pt")
+        assert state["optim"]["G"]["param_groups"][0]["lr"] == pytest.approx(lr)
+
+
+def test_decay_epochs_needs_the_linear_schedule(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe()
+    recipe["optim"] = {"D": {"decay_epochs": 1000.0}}
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", recipe)) == 2
+    err = capsys.readouterr().err
+    assert "optim.D.decay_epochs = 1000.0" in err and "schedule = \"linear\"" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
 def test_ema_half_life_with_rampup():
     from types import SimpleNamespace
     from memcore.trainer import Trainer

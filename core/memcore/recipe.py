@@ -81,7 +81,11 @@ class OptimSpec:
                                    "lr by c = k/(k+1) and betas to beta^c (stylegan2-ada).")
     schedule: Literal["constant", "linear"] = option(
         "constant", help="Learning rate over training: constant, or linear decay to 0 at "
-        "train.steps.")
+        "train.steps (or after decay_epochs).")
+    decay_epochs: Optional[float] = option(
+        None, help="With schedule = \"linear\": reach 0 after this many passes over the "
+        "training set whatever train.steps is, lr_t = lr (1 - t / (decay_epochs x batches per "
+        "epoch)), constant 0 after that (default: 0 at train.steps).", check=positive)
 
 
 @config
@@ -252,6 +256,11 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
     problems = []
     if not recipe.losses:
         problems.append("losses: at least one loss is needed, e.g. [[losses]] kind = \"hinge\"")
+    for phase in ("G", "D"):
+        spec = getattr(recipe.optim, phase)
+        if spec.decay_epochs is not None and spec.schedule != "linear":
+            problems.append(f"optim.{phase}.decay_epochs = {spec.decay_epochs}: applies to "
+                            f"optim.{phase}.schedule = \"linear\" only, got {spec.schedule!r}")
     if recipe.train.batch_size % recipe.train.micro_batches:
         problems.append(f"train.micro_batches = {recipe.train.micro_batches}: must divide "
                         f"train.batch_size = {recipe.train.batch_size}")

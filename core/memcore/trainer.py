@@ -265,9 +265,15 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         spec = getattr(self.recipe.optim, phase)
         if spec.schedule == "linear":
-            remaining = max(0.0, 1.0 - (self.step + 1) / self.recipe.train.steps)
+            remaining = max(0.0, 1.0 - (self.step + 1) / self._decay_horizon(spec))
             for group in opt.param_groups:
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * remaining
+
+    def _decay_horizon(self, spec) -> int:
+        """Steps after which a linear schedule is at 0: train.steps, or decay_epochs passes."""
+        if spec.decay_epochs is None:
+            return self.recipe.train.steps
+        return spec.decay_epochs * self.stream.batches_per_epoch
 
     def train_step(self, logs) -> None:
         t = self.recipe.train
