@@ -9,16 +9,33 @@ from .hookspecs import hookimpl  # noqa: E402
 from .registry import API_VERSION, KINDS, get_registry  # noqa: E402
 from .config import (config, option, NoOptions, positive, non_negative, in_range, each,  # noqa: E402
                      slot)
-from .protocols import (BuildContext, Generator, Discriminator, Loss, LossOptions, Metric,  # noqa: E402
-                        MetricOptions, DatasetOptions, ImageDataset, Models, logits_of, to_float,
-                        to_uint8)
-from .memory import Memory, slot_statistics  # noqa: E402
-from .blocks import BlockOptions, BlockSlots  # noqa: E402
-from .step import StepContext  # noqa: E402
-from .runs import LoadedRun, load_run, train  # noqa: E402
-from .evaluation import ImageSession, MetricSession, score_images  # noqa: E402
-from .build import build_component  # noqa: E402
-from . import dist  # noqa: E402
+from .safeload import load_tensors, load_numpy_pickle  # noqa: E402
+
+# The torch-based part of the API is imported on first use (PEP 562), so that plugin registration,
+# `memcore --version`, `plugins` and `list` never import torch.
+_LAZY = {
+    "protocols": ("BuildContext", "Generator", "Discriminator", "Loss", "LossOptions", "Metric",
+                  "MetricOptions", "DatasetOptions", "ImageDataset", "Models", "logits_of",
+                  "to_float", "to_uint8"),
+    "memory": ("Memory", "slot_statistics"),
+    "blocks": ("BlockOptions", "BlockSlots"),
+    "step": ("StepContext",),
+    "runs": ("LoadedRun", "load_run", "train"),
+    "evaluation": ("ImageSession", "MetricSession", "score_images"),
+    "build": ("build_component",),
+}
+_LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name):
+    import importlib
+    if name in ("dist", "contracts", "testing"):  # public submodules, as attributes too
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _LAZY_MODULE:
+        raise AttributeError(f"module 'memcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY_MODULE[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "__version__", "API_VERSION", "KINDS", "MemcoreError", "RecipeError", "TrainingStopped",
@@ -27,5 +44,5 @@ __all__ = [
     "Metric", "MetricOptions", "DatasetOptions", "ImageDataset", "Models", "logits_of",
     "to_float", "to_uint8", "Memory", "slot_statistics", "BlockOptions", "BlockSlots",
     "StepContext", "LoadedRun", "load_run", "train", "MetricSession", "ImageSession",
-    "score_images", "build_component", "dist",
+    "score_images", "build_component", "load_tensors", "load_numpy_pickle", "dist",
 ]

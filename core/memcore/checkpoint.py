@@ -14,26 +14,80 @@ from pathlib import Path
 import torch
 
 from .errors import MemcoreError
+from .safeload import load_tensors
 
 FORMAT = 1
 _NAME = re.compile(r"step-(\d+)\.pt$")
 
 
 def save_atomic(obj, path: Path) -> None:
+    """Write ``obj`` to ``path`` through a temporary file, so ``path`` is never half-written.
+
+    Whatever stops the write (a full disk, an interrupt) removes the temporary file and leaves
+    the checkpoints already there as they were.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if _is_write_failure(exc):
+            raise MemcoreError(_write_failure(path, exc, _nbytes(obj))) from None
+        raise
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError, without errno:
+    # "PytorchStreamWriter failed writing file ..." or "basic_ios::clear: iostream error".
+    text = str(exc)
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and (
+        "PytorchStreamWriter" in text or "iostream error" in text or "file write failed" in text))
+
+
+def _write_failure(path: Path, exc: BaseException, needed: int) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+    try:
+        free = f"{_mb(shutil.disk_usage(path.parent).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    kept = [p for p in checkpoints(path.parent.parent) if p != path]
+    last = f"the last good checkpoint {kept[-1]} is kept" if kept else "no earlier checkpoint"
+    return (f"cannot write checkpoint {path}: {reason.splitlines()[0][:200]}. It needs about "
+            f"{_mb(needed)} ({free}); {last}. Free some space, then "
+            f"`memcore run --resume {path.parent.parent}`")
+
+
+def _nbytes(obj) -> int:
+    """Bytes of the tensors in a nested state (what a checkpoint's size is made of)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return len(obj) if isinstance(obj, (str, bytes)) else 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def clean_leftovers(run_dir: Path) -> list[str]:
+    """Remove temporary checkpoint files an interrupted or failed write left; say what went."""
+    folder = Path(run_dir) / "checkpoints"
+    gone = []
+    for tmp in sorted(folder.glob(".step-*.pt.tmp-*")) + sorted(folder.glob(".best.pt.tmp")):
+        size = tmp.stat().st_size
+        tmp.unlink(missing_ok=True)
+        gone.append(f"{tmp.name} ({_mb(size)})")
+    return gone
 
 
 def load(path: Path, map_location="cpu") -> dict:
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise MemcoreError(f"checkpoint not found: {path}") from None
-    except Exception as exc:
-        raise MemcoreError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    state = load_tensors(path, what="checkpoint", map_location=map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MemcoreError(f"{path} is not a memcore checkpoint (format {FORMAT})")
     return state
@@ -75,16 +129,111 @@ def prune(run_dir: Path, keep: int) -> None:
 def mark_best(path: Path) -> None:
     best = path.parent / "best.pt"
     tmp = best.with_name(".best.pt.tmp")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, best)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, best)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise MemcoreError(_write_failure(best, exc, path.stat().st_size)) from None
+        raise
 
 
-def restore_models(models, state: dict) -> None:
-    """Load G, D, the EMA generator and the augmentation of a :class:`memcore.Models`."""
+def embedded_recipe(state: dict, path: Path) -> dict:
+    """The resolved recipe a checkpoint carries, as a dict; unreadable is a clean error."""
+    import tomli
+    text = state.get("recipe")
+    try:
+        if not isinstance(text, str):
+            raise ValueError(f"expected TOML text, found {type(text).__name__}")
+        return tomli.loads(text)
+    except ValueError as exc:  # TOMLDecodeError is a ValueError
+        raise MemcoreError(f"checkpoint {path}: its embedded recipe cannot be read "
+                           f"({type(exc).__name__}: {exc}); the file is damaged or not written "
+                           "by memcore") from None
+
+
+def recipe_differences(state: dict, current: dict) -> list[str]:
+    """The architecture keys (generator, discriminator, image shape) on which the recipe a
+    checkpoint carries and ``current`` disagree (none when the carried one is unreadable: then
+    the tensors alone decide)."""
+    try:
+        saved = embedded_recipe(state, Path("checkpoint"))
+    except MemcoreError:
+        saved = {}
+    flat_saved, flat_current = _flat(saved), _flat(current)
+    keys = [k for k in dict.fromkeys([*flat_saved, *flat_current])
+            if k.split(".")[0] in ("generator", "discriminator")
+            or k in ("data.kind", "data.resolution", "data.channels")]
+    missing = "(not set)"
+    return [f"{k} = {flat_saved.get(k, missing)!r} in the checkpoint, "
+            f"{flat_current.get(k, missing)!r} here"
+            for k in keys if flat_saved.get(k, missing) != flat_current.get(k, missing)]
+
+
+def _flat(table, prefix: str = "") -> dict:
+    if isinstance(table, dict):
+        items = table.items()
+    elif isinstance(table, list) and all(isinstance(v, dict) for v in table):
+        items = ((str(i), v) for i, v in enumerate(table))
+    else:
+        return {prefix[:-1]: table}
+    out = {}
+    for key, value in items:
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+def tensor_mismatches(net: torch.nn.Module, saved: dict, allow_missing: bool = False) -> list[str]:
+    """Tensors of ``saved`` that do not fit ``net``: other shapes, names ``net`` lacks and
+    (unless ``allow_missing``) names of ``net`` that ``saved`` lacks, in the network's order."""
+    own = net.state_dict()
+    out = [f"{k}: {_shape(saved[k])} in the checkpoint, {_shape(v)} in the network"
+           for k, v in own.items() if k in saved and _shape(saved[k]) != _shape(v)]
+    out += [f"{k} {_shape(v)}: in the checkpoint only" for k, v in saved.items() if k not in own]
+    if not allow_missing:
+        out += [f"{k} {_shape(v)}: in the network only" for k, v in own.items() if k not in saved]
+    return out
+
+
+def _shape(t) -> tuple:
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else ()
+
+
+def refuse_foreign(source: str, mismatches: dict[str, list[str]], differences: list[str]) -> None:
+    """Raise the error for a checkpoint whose tensors do not fit, if any role has mismatches."""
+    bad = {role: found for role, found in mismatches.items() if found}
+    if not bad:
+        return
+    lines = [f"{source} does not fit the networks of this recipe; nothing was loaded."]
+    if differences:
+        lines.append("recipe differences: " + "; ".join(differences[:6])
+                     + (f" (+{len(differences) - 6} more)" if len(differences) > 6 else ""))
+    for role, found in bad.items():
+        more = f" (+{len(found) - 5} more)" if len(found) > 5 else ""
+        lines.append(f"{role}: " + "; ".join(found[:5]) + more)
+    raise MemcoreError("\n  ".join(lines))
+
+
+_ROLES = ("G", "D", "G_ema", "augment")
+
+
+def restore_models(models, state: dict, source: str = "checkpoint",
+                   recipe: dict | None = None) -> None:
+    """Load G, D, the EMA generator and the augmentation of a :class:`memcore.Models`.
+
+    All or nothing: when any saved network does not fit (another architecture or width), the
+    error names the recipe differences against ``recipe`` and the first mismatched tensors.
+    """
     saved = state["models"]
-    models.G.load_state_dict(saved["G"])
-    models.D.load_state_dict(saved["D"])
-    if models.G_ema is not None and "G_ema" in saved:
-        models.G_ema.load_state_dict(saved["G_ema"])
-    if models.augment is not None and "augment" in saved:
-        models.augment.load_state_dict(saved["augment"])
+    nets = {role: getattr(models, role) for role in _ROLES}
+    pairs = {role: (net, saved[role]) for role, net in nets.items()
+             if net is not None and role in saved}
+    for role in ("G", "D"):
+        if role not in saved:
+            raise MemcoreError(f"{source}: holds no {role} network")
+    mismatches = {role: tensor_mismatches(net, sd) for role, (net, sd) in pairs.items()}
+    differences = recipe_differences(state, recipe) if recipe is not None else []
+    refuse_foreign(source, mismatches, differences)
+    for net, sd in pairs.values():
+        net.load_state_dict(sd)

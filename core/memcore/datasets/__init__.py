@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..config import config, each, non_negative, option, positive
 from ..errors import MemcoreError
 from ..protocols import BuildContext, DatasetOptions, ImageDataset
+from ..safeload import load_numpy_pickle
 
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot")
@@ -163,18 +164,21 @@ def fashion_mnist(options: FashionOptions, ctx: BuildContext | None = None) -> T
 
 
 # -- animal-mnist -----------------------------------------------------------------------------
+def _numpy_pickle(path: Path, what: str) -> np.ndarray:
+    """The package ships its arrays as gzipped pickles: read them admitting numpy arrays only."""
+    with gzip.open(path, "rb") as fh:
+        return load_numpy_pickle(fh.read(), what=what, path=path)
+
+
 def animal_mnist(options: MnistLikeOptions, ctx: BuildContext | None = None) -> TensorImageDataset:
-    import pickle
     try:
         import animal_mnist as package
     except ImportError:
         raise MemcoreError("animal-mnist is not installed: `pip install --no-deps animal-mnist`") \
             from None
     folder = Path(package.__file__).parent / "data" / "Animal_MNIST"
-    with gzip.open(folder / "animal_data_version_3.gz", "rb") as fh:
-        images = pickle.load(fh)
-    with gzip.open(folder / "animal_label_version_3.gz", "rb") as fh:
-        labels = pickle.load(fh)
+    images, labels = (_numpy_pickle(folder / name, "animal-mnist data file")
+                      for name in ("animal_data_version_3.gz", "animal_label_version_3.gz"))
     # The package has no split and sorts by class: a fixed per-class 90/10 split keeps both balanced.
     position = np.arange(len(labels)) % 1000
     if options.split != "all":

@@ -102,5 +102,6 @@ def run_distributed(script_or_fn: str | Path | Callable, nproc: int = 2, *, args
         results = []
         for rank in range(nproc):
             with open(folder / f"rank{rank}.pkl", "rb") as fh:
+                # trusted-pickle: our own children wrote these into this private temp dir
                 results.append(pickle.load(fh))
         return results

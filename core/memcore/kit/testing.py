@@ -144,3 +144,34 @@ def train(recipe, folder, steps: int = 2, overrides=()) -> Path:
     assert code == 0, f"memcore {' '.join(argv)} exited with {code}: {err.getvalue()[-2000:]}"
     runs = sorted((folder / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     return runs[-1]
+
+
+# -- safe loading ---------------------------------------------------------------------------
+class _RunsCommand:
+    """Unpickling this runs ``touch marker``: what a loader that executes pickles would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def plant_code_pickle(path: Path, marker: Path, fmt: str = "zip") -> Path:
+    """Write a file at ``path`` that creates ``marker`` if anything unpickles it with code
+    execution; ``fmt`` is torch's ``"zip"`` format, its ``"legacy"`` one or a ``"gzip"``-ed plain
+    pickle. A plugin that reads files tests its loader with it: the load must raise a
+    MemcoreError and ``marker`` must not exist afterwards."""
+    import gzip
+    import pickle
+
+    import torch
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": _RunsCommand(Path(marker)), "w": torch.zeros(2)}
+    if fmt == "gzip":
+        with gzip.open(path, "wb") as fh:
+            pickle.dump(payload, fh)
+    else:
+        torch.save(payload, path, _use_new_zipfile_serialization=fmt == "zip")
+    return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import warnings
 from functools import lru_cache
@@ -239,9 +238,19 @@ class InceptionV3Compat(Extractor):
                                        f"{type(exc).__name__}: {exc})") from exc
 
     def build(self, weights: Path) -> nn.Module:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-        return _InceptionNet(FeatureExtractorInceptionV3(
-            self.name, ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)))
+        import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
+        state_dict = memcore.load_tensors(weights, what="Inception weights")
+        # Given a path, torch-fidelity's constructor unpickles it with weights_only=False, which
+        # runs any code the file carries. Given none, it asks load_state_dict_from_url: that call
+        # is answered with the tensors loaded safely above, so nothing is fetched or unpickled.
+        fetch = fidelity_inception.load_state_dict_from_url
+        fidelity_inception.load_state_dict_from_url = lambda *args, **kwargs: state_dict
+        try:
+            net = fidelity_inception.FeatureExtractorInceptionV3(self.name,
+                                                                 ["2048", "logits_unbiased"])
+        finally:
+            fidelity_inception.load_state_dict_from_url = fetch
+        return _InceptionNet(net)
 
 
 # -- efficientnet-lite0 ---------------------------------------------------------------------------
@@ -284,8 +293,10 @@ class EfficientNetLite0(Extractor):
 
     def build(self, weights: Path) -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
-            net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+        # from_pretrained(weights_path=...) would torch.load the file itself; this is the same
+        # network and state dict, read with the weights-only loader.
+        net = EfficientNet.from_name("efficientnet-lite0")
+        net.load_state_dict(memcore.load_tensors(weights, what="EfficientNet-Lite0 weights"))
         return _EfficientNetFeatures(net)
 
 
@@ -321,7 +332,7 @@ class FashionClassifier(Extractor):
     def build(self, weights: Path) -> nn.Module:
         from .fashion import FashionNet
         net = FashionNet()
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        net.load_state_dict(memcore.load_tensors(weights, what="fashion-classifier weights"))
         return _FashionFeatures(net)
 
 

@@ -160,11 +160,11 @@ def _load(path: Path, key: dict) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated file from a killed run: recompute
-        warnings.warn(f"ignoring unreadable reference cache {path}: {exc}", stacklevel=2)
+        data = memcore.load_tensors(path, what="reference feature cache")
+    except memcore.MemcoreError as exc:  # a truncated file from a killed run, or a planted one
+        warnings.warn(f"ignoring unreadable reference cache: {exc}", stacklevel=2)
         return None
-    if data.get("key") != json.loads(json.dumps(key, default=str)):
+    if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key, default=str)):
         return None
     return data["features"]
 
