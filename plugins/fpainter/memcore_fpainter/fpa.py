@@ -43,8 +43,11 @@ class FPAOptions:
     layers: int = option(1, help="L: LSTM layers.", check=positive)
     latent_to_init: bool = option(True, help="A linear map from z to every layer's initial "
                                   "(h, c); otherwise they start at zero.")
-    rule: Literal["delta", "hebbian", "oja"] = option(
-        "delta", help="Learning rule: delta (eq. 9), hebbian (purely additive, lr 1) or oja.")
+    rule: Literal["delta", "hebbian", "oja", "oja-softmax"] = option(
+        "delta", help="Learning rule: delta (eq. 9, the paper's), hebbian (purely additive, lr 1), "
+        "oja (W += lr v (k - W^T v)^T, Oja's subspace rule) or oja-softmax (the authors' code's "
+        "variant: W += lr v softmax(k - W^T v)^T, the key softmax applied again to the corrected "
+        "key; step 1, W = 0, writes v softmax(k)^T).")
     first_step_outer: bool = option(True, help="Step 1 writes the plain outer product v k^T "
                                     "(learning rate 1), as the authors' code does.")
     vector_lr: bool = option(False, help="One learning rate per canvas row instead of one per "

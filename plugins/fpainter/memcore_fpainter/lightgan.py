@@ -12,7 +12,8 @@ Sign convention: lightweight-gan's D outputs **low for real**; its D loss is
 relu(1 + D(real)) + relu(1 - D(fake)) and its G loss mean D(fake). Here both heads output
 memcore's convention (high for real, i.e. minus lightweight-gan's value), which turns those into
 the base plugin's ``hinge`` exactly; ``lightgan-aux`` adds the 32x32 head's hinge terms and the
-reconstruction loss, ``lightgan-gp`` the penalty on reals every 4 steps.
+reconstruction loss, ``lightgan-gp`` the penalty on reals every 4 steps (in that step's D update,
+as the code).
 """
 from __future__ import annotations
 
@@ -151,20 +152,37 @@ class LightGANAux(memcore.Loss):
 
 @memcore.config
 class LightGANPenaltyOptions(memcore.LossOptions):
-    weight: float = option(10.0, help="Weight of the penalty.", check=positive)
-    every: int = option(4, help="Every N steps (lazy), as lightweight-gan.", check=positive)
+    weight: float = option(10.0, help="Weight of the penalty (lightweight-gan's gp_weight).",
+                           check=positive)
+    every: int = option(4, help="The penalty runs on every N-th step (lightweight-gan: 4).",
+                        check=positive)
+    lazy: bool = option(False, help="false (the code): on those steps the penalty is added, with "
+                        "its weight, to the D loss of that step's single D update; true: memcore's "
+                        "lazy regularisation, a separate D pass and optimizer step scaled by "
+                        "`every` (so it acts as weight x every).")
 
 
 class LightGANPenalty(memcore.Loss):
     """(|grad_x (logits + logits_32)| - 1)^2 on the un-augmented real batch (the forked code's
-    two-sided penalty on reals only; current lightweight-gan uses a zero-centred one)."""
+    two-sided penalty on reals only; current lightweight-gan uses a zero-centred one).
+
+    By default it follows the code's schedule: ``apply_gradient_penalty = steps % 4 == 0`` adds
+    gp_weight x penalty to that step's D loss. The trainer only knows lazy terms as separate
+    passes scaled by ``every``, so unless ``lazy`` is set this term reports ``every = 1`` to the
+    trainer (it joins every D pass) and skips the steps in between itself."""
 
     phases = ("D",)
 
+    @property
+    def every(self) -> int:
+        return self.options.every if self.options.lazy else 1
+
     def __call__(self, ctx):
+        if not self.options.lazy and ctx.step % self.options.every:
+            return None
         images = ctx.real.detach().requires_grad_(True)
         out = ctx.discriminate(images, ctx.labels, augment=False)
         total = logits_of(out) + out["logits_32"]
         (grad,) = torch.autograd.grad(total.sum(), images, create_graph=True)
-        # + 0 * D's output: under DDP every D parameter must get a gradient in this lazy pass
+        # + 0 * D's output: under DDP every D parameter must get a gradient in a lazy pass
         return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean() + total.sum() * 0

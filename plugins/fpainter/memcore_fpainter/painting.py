@@ -7,6 +7,8 @@ learning rate b_t (a scalar, or one per canvas row) update it:
     delta    W_t = W_{t-1} + b_t (v_t - W_{t-1} k_t) k_t^T         (eq. 9 of the paper)
     hebbian  W_t = W_{t-1} + v_t k_t^T                              (linear-transformer rule, b = 1)
     oja      W_t = W_{t-1} + b_t v_t (k_t - W_{t-1}^T v_t)^T        (Oja's subspace rule)
+    oja-softmax  W_t = W_{t-1} + b_t v_t softmax(k_t - W_{t-1}^T v_t)^T   (the authors' code's
+             Oja variant: the key softmax applied again to the corrected key)
 
 Every rule leaves W_T = sum_t l_t r_t^T, a sum of T outer products whose factors can be computed
 for all steps at once:
@@ -17,6 +19,8 @@ for all steps at once:
   DeltaNet), one triangular solve instead of T sequential matrix-vector products.
 * oja: (I - b v v^T) W + b v k^T is the delta rule on W^T with keys and values swapped, so
   l_t = v_t and r_t comes from the same solve with K and V exchanged.
+* oja-softmax: l_t = b_t v_t, r_t = softmax(k_t - W_{t-1}^T v_t). The softmax makes r_t a
+  non-linear function of the canvas, so the factors are computed step by step (no closed form).
 
 Leading dimensions (images, channels) are batch dimensions throughout: no Python loop over them.
 ``paint_loop`` is the straightforward step-by-step reference the fast form is tested against.
@@ -27,7 +31,7 @@ from typing import Literal
 
 import torch
 
-Rule = Literal["delta", "hebbian", "oja"]
+Rule = Literal["delta", "hebbian", "oja", "oja-softmax"]
 
 
 def paint_loop(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor | None,
@@ -45,6 +49,9 @@ def paint_loop(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor | Non
         elif rule == "oja":
             back = (canvas.transpose(-1, -2) @ v[..., :, None])[..., 0]              # W^T v: (..., S_k)
             update = (lrs[..., t, :] * v)[..., :, None] * (k - back)[..., None, :]
+        elif rule == "oja-softmax":
+            back = (canvas.transpose(-1, -2) @ v[..., :, None])[..., 0]
+            update = (lrs[..., t, :] * v)[..., :, None] * (k - back).softmax(-1)[..., None, :]
         else:
             raise ValueError(f"unknown learning rule {rule!r}")
         canvas = canvas + update
@@ -69,6 +76,21 @@ def delta_pseudo_values(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Ten
     return rows[..., 0].transpose(-1, -2)                                             # (..., T, S_v)
 
 
+def oja_softmax_factors(keys: torch.Tensor, values: torch.Tensor,
+                        lrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factors of the oja-softmax rule, one step at a time: W_{t-1}^T v_t is read from the
+    factors so far (sum_s r_s (l_s . v_t)), so no canvas is materialised."""
+    left = lrs * values                                                               # (..., T, S_v)
+    right = []
+    for t in range(keys.shape[-2]):
+        back = keys.new_zeros(keys[..., t, :].shape)
+        if right:
+            done = torch.stack(right, dim=-2)                                         # (..., t, S_k)
+            back = ((left[..., :t, :] @ values[..., t, :, None]) * done).sum(-2)      # W^T v
+        right.append((keys[..., t, :] - back).softmax(-1))
+    return left, torch.stack(right, dim=-2)
+
+
 def rank_one_factors(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor | None,
                      rule: Rule = "delta") -> tuple[torch.Tensor, torch.Tensor]:
     """(left (..., T, S_v), right (..., T, S_k)) with W_T = sum_t left_t right_t^T."""
@@ -80,6 +102,10 @@ def rank_one_factors(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor
         if lrs.shape[-1] != 1:
             raise ValueError("the oja rule takes one learning rate per step (a scalar)")
         return values, delta_pseudo_values(values, keys, lrs)
+    if rule == "oja-softmax":
+        if lrs.shape[-1] != 1:
+            raise ValueError("the oja-softmax rule takes one learning rate per step (a scalar)")
+        return oja_softmax_factors(keys, values, lrs)
     raise ValueError(f"unknown learning rule {rule!r}")
 
 

@@ -22,7 +22,8 @@ def build(cls=FPA, options=FPAOptions, resolution=16, channels=3, **kw):
 @pytest.mark.parametrize("kw", [
     dict(input_generator="v1"), dict(input_generator="v1", step_embedding=True, layers=2),
     dict(input_generator="v2", input_tanh=True, latent_to_init=False),
-    dict(rule="hebbian"), dict(rule="oja", value_norm=True), dict(vector_lr=True),
+    dict(rule="hebbian"), dict(rule="oja", value_norm=True), dict(rule="oja-softmax"),
+    dict(vector_lr=True),
     dict(value_tanh=True, out_tanh=False), dict(painting="loop"),
 ])
 def test_fpa_variants_paint_images(kw):
@@ -129,3 +130,27 @@ def test_lightgan_heads_use_the_memcore_sign_and_decoders_match_targets():
     torch.testing.assert_close(out["logits"], -D.to_logits(features).flatten())
     assert out["recon"].shape == out["target"].shape == (3, 1, 32, 32)
     assert out["recon_quadrant"].shape == out["target_quadrant"].shape
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_lightgan_penalty_schedule(lazy):
+    """Code schedule (lazy = false): every = 1 for the trainer, so the term joins the D pass with
+    weight 10 unscaled, and it returns nothing on the steps in between. lazy = true: memcore's
+    separate pass, every = 4 (the trainer then scales it by 4)."""
+    from types import SimpleNamespace
+    from memcore_fpainter.lightgan import (LightGAN, LightGANOptions, LightGANPenalty,
+                                           LightGANPenaltyOptions)
+    torch.manual_seed(0)
+    D = LightGAN(LightGANOptions(width=8), memcore.BuildContext(resolution=32, channels=1))
+    term = LightGANPenalty(LightGANPenaltyOptions(lazy=lazy))
+    assert (term.every, term.weight) == ((4, 10.0) if lazy else (1, 10.0))
+    real = torch.randn(3, 1, 32, 32)
+    ctx = lambda step: SimpleNamespace(step=step, real=real, labels=None,
+                                       discriminate=lambda x, c, augment: D(x))
+    if not lazy:
+        assert term(ctx(1)) is None and term(ctx(6)) is None
+    images = real.clone().requires_grad_(True)
+    out = D(images)
+    (grad,) = torch.autograd.grad((out["logits"] + out["logits_32"]).sum(), images)
+    expected = (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    torch.testing.assert_close(term(ctx(8)), expected)

@@ -98,3 +98,28 @@ def test_oja_rejects_vector_learning_rates():
     keys, values, lrs = strokes(lr_dim=6)
     with pytest.raises(ValueError, match="oja"):
         paint(keys, values, lrs, "oja")
+
+
+def test_oja_softmax_matches_the_code_formula_step_by_step():
+    """The code's Oja variant, W += b v softmax(softmax(k) - W^T v)^T, written out per step with
+    torch.outer on raw key logits (the rule receives the already-softmaxed keys)."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 5, 7, generator=g)
+    values = torch.randn(2, 3, 5, 6, generator=g)
+    lrs = torch.rand(2, 3, 5, 1, generator=g)
+    expected = torch.zeros(2, 3, 6, 7)
+    for i in range(2):
+        for c in range(3):
+            W = torch.zeros(6, 7)
+            for t in range(5):
+                v, b = values[i, c, t], lrs[i, c, t]
+                corrected = torch.softmax(torch.softmax(logits[i, c, t], 0) - W.T @ v, 0)
+                W = W + b * torch.outer(v, corrected)
+            expected[i, c] = W
+    keys = logits.softmax(-1)
+    for fn in (paint_loop, paint):
+        torch.testing.assert_close(fn(keys, values, lrs, "oja-softmax"), expected)
+    updates, canvases = paint_steps(keys, values, lrs, "oja-softmax")
+    torch.testing.assert_close(canvases[:, :, -1], expected)
+    linear = paint(keys, values, lrs, "oja")
+    assert not torch.allclose(linear, expected, atol=1e-3)     # a different rule than linear Oja

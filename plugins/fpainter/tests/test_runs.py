@@ -80,11 +80,6 @@ def test_learning_rule_ablations_train(rule, tmp_path, monkeypatch):
     assert main(["run", str(RECIPES / "fpa-fashion.toml"), *TINY, *extra]) == 0
 
 
-def test_paper_presets_validate():
-    for recipe in sorted((RECIPES / "paper").glob("*.toml")):
-        assert main(["validate", str(recipe)]) == 0
-
-
 def test_lightgan_recipe_trains_with_all_its_terms(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     extra = ["--set", "train.steps=2", "--set", "generator.steps=4",
