@@ -26,7 +26,7 @@ def test_list(capsys):
     assert run_cli("list", "loss") == 0
     out = capsys.readouterr().out
     assert "hinge" in out and "fashion-mnist" not in out
-    assert run_cli("list", "losss") == 1
+    assert run_cli("list", "losss") == 2
     assert "did you mean 'loss'" in capsys.readouterr().err
 
 
@@ -34,9 +34,9 @@ def test_show(capsys):
     assert run_cli("show", "loss:r1") == 0
     out = capsys.readouterr().out
     assert "gamma" in out and "[[losses]]" in out and 'kind = "r1"' in out and "every = 16" in out
-    assert run_cli("show", "generator:dcgam") == 1
+    assert run_cli("show", "generator:dcgam") == 2
     assert "did you mean 'dcgan'" in capsys.readouterr().err
-    assert run_cli("show", "dcgan") == 1
+    assert run_cli("show", "dcgan") == 2
     assert "KIND:NAME" in capsys.readouterr().err
 
 
@@ -47,16 +47,16 @@ def test_validate_prints_resolved(capsys):
 
 
 def test_no_command_prints_help(capsys):
-    assert run_cli() == 1
+    assert run_cli() == 2
     assert "usage: memcore" in capsys.readouterr().out
 
 
 def test_missing_run_dir_errors(capsys, tmp_path):
-    assert run_cli("sample", tmp_path / "nope") == 1
+    assert run_cli("sample", tmp_path / "nope") == 2
     assert "no such run directory" in capsys.readouterr().err
-    assert run_cli("run", "--resume", tmp_path) == 1
+    assert run_cli("run", "--resume", tmp_path) == 2
     assert "not a memcore run directory" in capsys.readouterr().err
-    assert run_cli("eval", tmp_path) == 1
+    assert run_cli("eval", tmp_path) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
 
 
@@ -68,7 +68,7 @@ def test_plugins_dir_loads_local_files(tmp_path, capsys, isolated_registry):
         "    registry.add('loss', 'zero-loss', lambda o, c: None, help='does nothing')\n")
     assert run_cli("--plugins-dir", tmp_path, "list", "loss") == 0
     assert "zero-loss" in capsys.readouterr().out and "local:gain" in isolated_registry.plugins
-    assert run_cli("--plugins-dir", tmp_path / "nope", "list") == 1
+    assert run_cli("--plugins-dir", tmp_path / "nope", "list") == 2
     assert "no such folder" in capsys.readouterr().err
     (tmp_path / "broken.py").write_text("raise ImportError('missing dependency torch_foo')")
     assert run_cli("--plugins-dir", tmp_path, "list") == 2

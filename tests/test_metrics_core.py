@@ -51,7 +51,7 @@ def _recipe(tmp_path, **metric):
 
 def test_preflight_fails_before_anything_is_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run_cli("run", _recipe(tmp_path, fail_preflight=True)) == 1
+    assert run_cli("run", _recipe(tmp_path, fail_preflight=True)) == 2
     assert "weights file /nowhere/w.pth is missing" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 

@@ -69,7 +69,9 @@ def cmd_run(args) -> int:
         return _relaunch(args)
     if not args.recipe and not args.resume:
         raise MemcoreError("give a recipe file, or --resume RUN_DIR")
-    train(args.recipe, args.set, resume=args.resume, dry_run=args.dry_run)
+    if args.resume and args.overwrite:
+        raise MemcoreError("--resume continues a run and --overwrite replaces one: give one of them")
+    train(args.recipe, args.set, resume=args.resume, dry_run=args.dry_run, overwrite=args.overwrite)
     return 0
 
 
@@ -214,12 +216,12 @@ def _metric_table(text: str) -> dict:
 def cmd_eval(args) -> int:
     from .build import build_dataset, build_metrics
     from .evaluation import MetricSession
+    from . import checkpoint
     from .recipe import apply_overrides, recipe_from_dict
-    import tomli
     from .runs import load_run
     loaded = load_run(args.run, args.checkpoint)
     G, state = loaded.G, loaded.state
-    raw = tomli.loads(state["recipe"])
+    raw = checkpoint.embedded_recipe(state, loaded.path)
     if args.metrics:
         raw["metrics"] = [_metric_table(m.strip()) for m in args.metrics.split(",") if m.strip()]
     if args.num_samples:
@@ -272,6 +274,8 @@ def build_parser():
         recipe_args(p)
         p.add_argument("--dry-run", action="store_true", help="Validate and print the resolved recipe.")
         p.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its last checkpoint.")
+        p.add_argument("--overwrite", action="store_true", help="Replace the earlier run a fixed "
+                       "run.dir holds (default: refuse it).")
         p.add_argument("--nproc", type=int, default=0, help="Start N processes with torchrun.")
     commands.add("run", "Train from a recipe.", run_args, cmd_run)
     commands.add("validate", "Check a recipe and print it resolved.", recipe_args, cmd_validate)
@@ -361,7 +365,23 @@ def _plugins_dir_arg(argv) -> str | None:
     return os.environ.get("MEMCORE_PLUGINS_DIR")
 
 
+def _interrupt_on_sigterm():
+    """SIGTERM ends memcore like Ctrl-C (cleanly, exit 143) instead of killing it mid-write;
+    returns the handler to put back (None where signals cannot be set: not the main thread)."""
+    import signal
+
+    def raise_interrupted(signum, frame):
+        from .errors import Interrupted
+        raise Interrupted(signum)
+    try:
+        return signal.signal(signal.SIGTERM, raise_interrupted)
+    except ValueError:
+        return None
+
+
 def main(argv=None) -> int:
+    import signal
+    previous_sigterm = _interrupt_on_sigterm()
     try:
         load_plugins_dir(_plugins_dir_arg(argv))
         parser, commands = build_parser()
@@ -371,11 +391,14 @@ def main(argv=None) -> int:
             return 0
         if not args.command:
             parser.print_help()
-            return 1
+            return 2
         return int(commands.handlers[args.command](args) or 0)
     except MemcoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as memcore.errors.Interrupted
+        print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return getattr(exc, "exit_code", 128 + signal.SIGINT)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)

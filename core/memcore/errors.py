@@ -2,9 +2,10 @@
 
 
 class MemcoreError(Exception):
-    """Base class; ``exit_code`` is the process exit status the CLI uses."""
+    """Base class; ``exit_code`` is the process exit status the CLI uses (the table is in the
+    README): 2 for every mistake in the input or the environment, whenever it is found."""
 
-    exit_code = 1
+    exit_code = 2
 
 
 class RecipeError(MemcoreError):
@@ -19,6 +20,22 @@ class RecipeError(MemcoreError):
 
 
 class TrainingStopped(MemcoreError):
-    """Training stopped on purpose (non-finite loss, interrupt); the last good checkpoint is kept."""
+    """Training stopped on purpose (a non-finite loss); the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the process exits with 128 + the signal number, like a shell reports it.
+
+    A KeyboardInterrupt (not an Exception) so that no ``except Exception`` on the way out
+    mistakes it for a failure of whatever was running.
+    """
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

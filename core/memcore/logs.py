@@ -6,6 +6,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .errors import MemcoreError
+
 
 class RunLog:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, progress: bool,
@@ -58,8 +60,46 @@ class RunLog:
             self.tb.close()
 
 
-def read_log(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "log.jsonl"
+def read_log(run_dir: Path, name: str = "log.jsonl") -> list[dict]:
+    """The records of a run's JSONL file; a torn last line (a kill during a write) is dropped.
+
+    Any other line that is not a JSON record with a ``step`` means the file is not memcore's.
+    """
+    path = Path(run_dir) / name
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        record = _record(line)
+        if record is None and number == len(lines) and _torn(line):
+            break
+        if record is None:
+            raise MemcoreError(f"{path}, line {number}: not a memcore log record "
+                               f"({line[:60]!r}); move the file away or choose another run.dir")
+        records.append(record)
+    return records
+
+
+def torn_last_line(run_dir: Path, name: str = "log.jsonl") -> bool:
+    """Whether the file's last line is a cut-off record (what a kill during a write leaves)."""
+    path = Path(run_dir) / name
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return bool(lines) and _record(lines[-1]) is None and _torn(lines[-1])
+
+
+_START = '{"step": '  # every record begins so (RunLog.write)
+
+
+def _torn(line: str) -> bool:
+    return line.startswith(_START) or _START.startswith(line)
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from . import __version__
+from .errors import MemcoreError
 from .recipe import Recipe, dumps
 from .registry import get_registry
 
@@ -25,8 +27,85 @@ def new_run_dir(recipe: Recipe, recipe_path: str | None) -> Path:
     return root / f"{max(taken, default=0) + 1:04d}-{name}"
 
 
+# What a run writes into its directory (plugins' viz outputs aside).
+RUN_FILES = ("recipe.resolved.toml", "plugins.json", "log.jsonl", "metrics.jsonl", "report.md",
+             "losses.png", "metric-*.png", "eval-step-*.json", "samples", "checkpoints",
+             "tensorboard")
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The entries of ``run_dir`` that a memcore run wrote."""
+    run_dir = Path(run_dir)
+    return sorted({p for pattern in RUN_FILES for p in run_dir.glob(pattern)}) \
+        if run_dir.is_dir() else []
+
+
+def where(recipe: Recipe) -> str:
+    """The recipe key that chose the run directory (for messages)."""
+    return f"run.dir = {recipe.run.dir!r}" if recipe.run.dir else f"run.root = {recipe.run.root!r}"
+
+
+def check_new_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> None:
+    """Refuse, before anything is built, a run directory that cannot take a new run."""
+    run_dir = Path(run_dir)
+    blocker = next((p for p in [run_dir, *run_dir.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise MemcoreError(f"{where(recipe)}: {blocker} is an existing file, not a folder; "
+                           "choose another run directory")
+    earlier = run_files(run_dir)
+    if earlier and not overwrite:
+        names = ", ".join(p.name for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+        raise MemcoreError(f"{where(recipe)}: {run_dir} already holds a run ({names}); continue "
+                           f"it with `memcore run --resume {run_dir}`, choose another run.dir, "
+                           "or pass --overwrite to replace it")
+
+
+def remove_run_files(run_dir: Path, keep=()) -> list[str]:
+    """Delete what a run wrote into ``run_dir`` (except the names in ``keep``); other files stay."""
+    gone = []
+    for path in run_files(run_dir):
+        if path.name in keep:
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        gone.append(path.name)
+    return gone
+
+
 def write_run_files(run_dir: Path, resolved: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.resolved.toml").write_text(dumps(resolved))
     (run_dir / "plugins.json").write_text(json.dumps(
         {"memcore": __version__, "plugins": plugin_versions()}, indent=2))
+
+
+def create_run_dir(run_dir: Path, resolved: dict, recipe: Recipe) -> Path | None:
+    """Make a new run's directory with its recipe. Returns the outermost folder this made
+    (``run.root`` too, if it was missing), for :func:`discard_run_dir`; None if all existed.
+
+    A failed write (read-only or full file system) removes what it made and names the key.
+    """
+    run_dir = Path(run_dir)
+    made = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
+    try:
+        write_run_files(run_dir, resolved)
+    except OSError as exc:
+        discard_run_dir(run_dir, made)
+        raise MemcoreError(f"{where(recipe)}: cannot create the run directory {run_dir}: "
+                           f"{exc.strerror or exc}"
+                           f"{f' ({exc.filename})' if exc.filename else ''}") from None
+    return made
+
+
+def discard_run_dir(run_dir: Path, made: Path | None) -> None:
+    """Undo a run that never trained: its files go, and the folders that it made."""
+    run_dir = Path(run_dir)
+    try:
+        remove_run_files(run_dir)
+        if made is None:
+            return
+        for folder in [run_dir, *run_dir.parents]:
+            folder.rmdir()  # only empty ones: an error stops the climb
+            if folder == made:
+                break
+    except OSError:  # a read-only file system, or a folder something else wrote into
+        pass

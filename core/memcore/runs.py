@@ -1,13 +1,14 @@
 """Load a finished (or running) run for sampling, evaluation and visualisation."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import attrs
 import tomli
 import torch
 
-from . import __version__, checkpoint, dist
+from . import __version__, checkpoint, dist, rundir
 from .build import build_dataset, build_models
 from .errors import MemcoreError
 from .protocols import Models
@@ -49,25 +50,45 @@ def load_run(run: str | Path, which: str = "latest", use_ema: bool = True) -> Lo
     """
     path = checkpoint.resolve(run, prefer=which)
     state = checkpoint.load(path)
-    recipe, _ = recipe_from_dict(tomli.loads(state["recipe"]), f"{path} (recipe)")
+    raw = checkpoint.embedded_recipe(state, path)
+    recipe, resolved = recipe_from_dict(raw, f"{path} (recipe)")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    _say_if_foreign(state, path, run_dir)
+    if not isinstance(state.get("dataset"), dict):
+        raise MemcoreError(f"checkpoint {path}: holds no image shape ('dataset' entry)")
     models = build_models(recipe, _Shape(**state["dataset"]))
-    checkpoint.restore_models(models, state)
+    checkpoint.restore_models(models, state, f"checkpoint {path}", resolved)
     G = models.G_ema if use_ema and models.G_ema is not None else models.G
     for net in (models.G, models.D, models.G_ema):
         if net is not None:
             net.eval()
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return LoadedRun(G=G, models=models, recipe=recipe, state=state, path=path, run_dir=run_dir)
 
 
+def _say_if_foreign(state: dict, path: Path, run_dir: Path) -> None:
+    """The networks are always built from the checkpoint's own recipe; when that is not the
+    recipe of the run directory holding it (a checkpoint copied from elsewhere), say so."""
+    own = run_dir / "recipe.resolved.toml"
+    if not own.exists():
+        return
+    try:
+        differences = checkpoint.recipe_differences(state, tomli.loads(own.read_text()))
+    except (ValueError, OSError):  # an unreadable run recipe: the checkpoint's is used anyway
+        differences = ["its recipe.resolved.toml cannot be read"]
+    if differences:
+        print(f"note: {path} was not written by the recipe of {run_dir} ("
+              + "; ".join(differences[:4]) + "); built from the checkpoint's own recipe",
+              file=sys.stderr)
+
+
 def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path | None = None,
-          dry_run: bool = False) -> Path | None:
+          dry_run: bool = False, overwrite: bool = False) -> Path | None:
     """Train from a recipe file, or continue the run directory ``resume``; returns the run dir.
 
     What ``memcore run`` does, for plugin commands that train (studies, sweeps). ``overrides`` are
-    ``"key=value"`` strings as for ``--set``. User mistakes raise :class:`memcore.MemcoreError`.
+    ``"key=value"`` strings as for ``--set``. A new run refuses a ``run.dir`` that holds an earlier
+    run unless ``overwrite``. User mistakes raise :class:`memcore.MemcoreError`.
     """
-    from .rundir import new_run_dir, write_run_files
     from .trainer import Trainer
     if resume is not None:
         resume_dir = Path(resume)
@@ -81,20 +102,72 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     if dry_run:
         print(dumps(resolved), end="")
         return None
-    resume_from = checkpoint.resolve(resume_dir) if resume_dir else None
+    if resume_dir is None:
+        rundir.check_new_run_dir(rundir.new_run_dir(parsed, recipe), parsed, overwrite)
+    resume_from = _resume_point(resume_dir) if resume_dir else None
     trainer = Trainer(parsed, resolved, Path("."), resume_from=resume_from)
-    trainer.run_dir = resume_dir or Path(dist.gather_object(str(new_run_dir(parsed, recipe)))[0])
+    trainer.run_dir = resume_dir or Path(dist.gather_object(str(rundir.new_run_dir(parsed, recipe)))[0])
     main = trainer.accelerator.is_main_process
-    if main:
-        write_run_files(trainer.run_dir, resolved)
-        what = f"resume from step {trainer.step}" if resume_dir else "recipe saved as recipe.resolved.toml"
-        print(f"memcore {__version__} · run {trainer.run_dir} · {what} · "
-              f"{trainer.world} process(es) on {trainer.device}", flush=True)
+    made = _start_run_dir(trainer, parsed, resolved, fresh=resume_dir is None, overwrite=overwrite)
+    start = trainer.step
     try:
         result = trainer.train()
+    except BaseException:
+        if main and resume_dir is None and trainer.step == start:  # not one step trained
+            rundir.discard_run_dir(trainer.run_dir, made)
+        raise
     finally:
         trainer.close()
     if main:
         print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'} · "
               f"report {trainer.run_dir / 'report.md'}")
     return trainer.run_dir
+
+
+def _resume_point(run_dir: Path) -> Path | None:
+    """The checkpoint to continue from, after removing temporary files a failed write left; None
+    (start again from step 0) for a run killed before its first checkpoint."""
+    if dist.is_main():
+        for gone in checkpoint.clean_leftovers(run_dir):
+            print(f"removed the leftover temporary checkpoint file {gone}", flush=True)
+    dist.barrier()
+    if checkpoint.latest(run_dir) is not None:
+        return checkpoint.resolve(run_dir)
+    if dist.is_main():
+        gone = rundir.remove_run_files(run_dir, keep=("recipe.resolved.toml",))
+        print(f"{run_dir} holds no checkpoint (the run stopped before its first one): starting it "
+              f"again from step 0 in the same directory with its recipe.resolved.toml"
+              + (f" (removed the earlier attempt's {', '.join(gone)})" if gone else ""), flush=True)
+    dist.barrier()
+    return None
+
+
+def _start_run_dir(trainer, parsed, resolved, fresh: bool, overwrite: bool) -> Path | None:
+    """Write the run's recipe into its directory (a new one, unless resuming) on the main
+    process; every process stops if that fails. Returns what :func:`rundir.create_run_dir` made."""
+    made, failure = None, None
+    if trainer.accelerator.is_main_process:
+        try:
+            if fresh and overwrite:
+                gone = rundir.remove_run_files(trainer.run_dir)
+                if gone:
+                    print(f"--overwrite: removed the earlier run's {', '.join(gone)} from "
+                          f"{trainer.run_dir}", flush=True)
+            if fresh:
+                made = rundir.create_run_dir(trainer.run_dir, resolved, parsed)
+            else:
+                rundir.write_run_files(trainer.run_dir, resolved)
+        except OSError as exc:
+            failure = MemcoreError(f"--resume {trainer.run_dir}: cannot write into the run "
+                                   f"directory: {exc.strerror or exc}")
+        except MemcoreError as exc:
+            failure = exc
+    if dist.any_rank(failure is not None, device=trainer.device):
+        trainer.close()
+        raise failure or MemcoreError("the main process could not create the run directory")
+    if trainer.accelerator.is_main_process:
+        what = f"resume from step {trainer.step}" if not fresh else \
+            "recipe saved as recipe.resolved.toml"
+        print(f"memcore {__version__} · run {trainer.run_dir} · {what} · "
+              f"{trainer.world} process(es) on {trainer.device}", flush=True)
+    return made

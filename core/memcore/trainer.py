@@ -27,9 +27,9 @@ from . import __version__, checkpoint, dist
 from .build import build_dataset, build_metrics, build_models
 from .data import BatchStream
 from .ema import average_buffers, update_ema
-from .errors import MemcoreError, TrainingStopped
+from .errors import Interrupted, MemcoreError, TrainingStopped
 from .images import save_grid
-from .logs import RunLog, read_log
+from .logs import RunLog, read_log, torn_last_line
 from .memory import commit_all, memories_in
 from .recipe import Recipe, dumps
 from .report import write_report
@@ -66,36 +66,43 @@ def _optimizer(spec, params, lazy_interval: int = 0):
 
 
 class _Interrupt:
-    """First Ctrl-C asks for a clean stop at the end of the step; a second one stops at once."""
+    """During the training loop the first Ctrl-C/SIGTERM asks for a stop at the end of the step,
+    with a checkpoint; a second one stops at once without saving, since the step it lands in is
+    half done (a checkpoint of it would hold later state under an earlier step number).
+
+    Before the loop nothing is deferred: the CLI turns either signal into :class:`Interrupted`.
+    """
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signum = None
+        self._previous = {}
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            signal.signal(signal.SIGTERM, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # not the main thread
-            self._previous = None
+            pass
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signum is not None:
+            raise Interrupted(signum, "a second interrupt stopped training at once, without "
+                              "saving the half-finished step")
+        self.signum = signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, resolved: dict, run_dir: Path, resume_from: Path | None = None):
+    def __init__(self, recipe: Recipe, resolved: dict, run_dir: Path, resume_from: Path | None = None,
+                 dataset=None):
+        """``dataset``: the recipe's dataset when already opened (by validation), else built."""
         self.recipe, self.resolved, self.run_dir = recipe, resolved, Path(run_dir)
         t = recipe.train
-        self.dataset = build_dataset(recipe)
+        self.dataset = dataset if dataset is not None else build_dataset(recipe)
         self.models = build_models(recipe, self.dataset)
         self.metrics = build_metrics(recipe, self.dataset)
         for m in self.metrics:  # before anything is trained or written: fail at step 0, not N
@@ -120,20 +127,24 @@ class Trainer:
         torch.manual_seed(t.seed * 1000 + self.rank + 7)
         self.memories = memories_in(self.models.G, self.models.D, self.models.augment)
         if resume_from is not None:
-            self._load(checkpoint.load(resume_from))
+            self._load(checkpoint.load(resume_from), f"--resume checkpoint {resume_from}")
 
     # -- setup --------------------------------------------------------------------------------
     def _init_from(self, source: str, roles) -> None:
-        state = checkpoint.load(checkpoint.resolve(source, prefer="latest"))
+        path = checkpoint.resolve(source, prefer="latest")
+        state = checkpoint.load(path)
+        pairs = {role: (net, state["models"][role]) for role, net in
+                 (("G", self.models.G), ("D", self.models.D), ("G_ema", self.models.G_ema))
+                 if net is not None and role in roles and role in state["models"]}
+        # New modules (a block added for stage 2) start fresh; every saved tensor must fit.
+        checkpoint.refuse_foreign(
+            f"train.init_from = {source!r} ({path})",
+            {role: checkpoint.tensor_mismatches(net, sd, allow_missing=True)
+             for role, (net, sd) in pairs.items()},
+            checkpoint.recipe_differences(state, self.resolved))
         report = []
-        for role, net in (("G", self.models.G), ("D", self.models.D), ("G_ema", self.models.G_ema)):
-            sd = state["models"].get(role)
-            if net is None or sd is None or role not in roles:
-                continue
+        for role, (net, sd) in pairs.items():
             result = net.load_state_dict(sd, strict=False)
-            if result.unexpected_keys:
-                raise MemcoreError(f"train.init_from = {source!r}: {role} has no parameters named "
-                                   f"{', '.join(result.unexpected_keys[:5])}")
             report.append(f"{role}: {len(sd)} tensors loaded, {len(result.missing_keys)} new")
         self.init_report = report
 
@@ -319,15 +330,15 @@ class Trainer:
     def train(self) -> dict:
         t = self.recipe.train
         main = self.accelerator.is_main_process
-        self._truncate_log()
+        self._truncate_logs()
         self.log = RunLog(self.run_dir, t.steps, self.step, t.progress, main)
         if main and getattr(self, "init_report", None):
             self.log.message("init_from: " + "; ".join(self.init_report))
         logs = defaultdict(list)
         t_last, step_last = time.perf_counter(), self.step
-        stopped = None
-        try:
-            with _Interrupt() as interrupt:
+        stop = False
+        with _Interrupt() as interrupt:
+            try:
                 while self.step < t.steps:
                     self.train_step(logs)
                     if self.step % t.log_every == 0 or self.step == t.steps:
@@ -343,27 +354,39 @@ class Trainer:
                         self.evaluate(due_metrics)
                     if self.step % t.checkpoint_every == 0 or self.step == t.steps:
                         self.save_checkpoint()
-                    if dist.any_rank(interrupt.requested, device=self.device):
-                        stopped = "interrupted"
+                    stop = dist.any_rank(interrupt.signum is not None, device=self.device)
+                    if stop:
                         break
-                if stopped is None and self.metrics:
+                if stop:  # at a step boundary: the checkpoint is what an uninterrupted run holds
+                    self.save_samples()
+                    path = self.save_checkpoint()
+                    self.log.message(f"interrupted: saved {path}; continue with "
+                                     f"`memcore run --resume {self.run_dir}`")
+                elif self.metrics:
                     self.evaluate(self.metrics)
                     self.save_checkpoint()
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-        finally:
-            if stopped == "interrupted":
-                self.save_samples()
-                path = self.save_checkpoint()
-                self.log.message(f"interrupted: saved {path}; continue with "
-                                 f"`memcore run --resume {self.run_dir}`")
-            self.log.close()
-            if main:
-                write_report(self.run_dir, self.run_dir.name, self._report_notes())
-        if stopped == "interrupted":
-            raise TrainingStopped(f"interrupted at step {self.step}; checkpoint saved in "
-                                  f"{self.run_dir / 'checkpoints'}")
+            except Interrupted as exc:
+                raise Interrupted(exc.signum, f"{exc} at step {self.step}; "
+                                  f"{self._last_good()}") from None
+            except OSError as exc:  # a full disk, a read-only or vanished folder
+                raise MemcoreError(f"file system error at step {self.step} on "
+                                   f"{exc.filename or 'a run file'}: {exc.strerror or exc}; "
+                                   f"{self._last_good()}") from None
+            finally:
+                self.log.close()
+                if main:
+                    with contextlib.suppress(OSError):  # the report is a convenience
+                        write_report(self.run_dir, self.run_dir.name, self._report_notes())
+        if stop:
+            raise Interrupted(interrupt.signum or signal.SIGINT,
+                              f"stopped at step {self.step}; checkpoint saved in "
+                              f"{self.run_dir / 'checkpoints'}")
         return {"step": self.step, "run_dir": str(self.run_dir)}
+
+    def _last_good(self) -> str:
+        last = checkpoint.latest(self.run_dir)
+        return (f"the last good checkpoint is {last}; continue with `memcore run --resume "
+                f"{self.run_dir}`" if last else "no checkpoint was written yet")
 
     def close(self) -> None:
         """Leave the process group cleanly (an abrupt exit aborts gloo's threads)."""
@@ -372,13 +395,19 @@ class Trainer:
             tdist.barrier()  # no rank leaves while another still talks to it
             tdist.destroy_process_group()
 
-    def _truncate_log(self) -> None:
-        """On resume, drop log lines written after the checkpoint by the interrupted run."""
-        path = self.run_dir / "log.jsonl"
-        if self.accelerator.is_main_process and path.exists():
-            import json
-            keep = [r for r in read_log(self.run_dir) if r["step"] <= self.step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    def _truncate_logs(self) -> None:
+        """On resume, drop the lines the interrupted run wrote after its checkpoint (and a line a
+        kill tore), so the logs read as those of an uninterrupted run."""
+        if not self.accelerator.is_main_process:
+            return
+        import json
+        for name in ("log.jsonl", "metrics.jsonl"):
+            path = self.run_dir / name
+            if path.exists():
+                if torn_last_line(self.run_dir, name):
+                    print(f"{path}: dropped a torn last line (a kill during a write)", flush=True)
+                keep = [r for r in read_log(self.run_dir, name) if r["step"] <= self.step]
+                path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def _write_log(self, logs, rate) -> None:
         values = {k: float(torch.stack(v).mean()) for k, v in logs.items() if v}
@@ -488,9 +517,9 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return path
 
-    def _load(self, state: dict) -> None:
+    def _load(self, state: dict, source: str) -> None:
         m = self.models
-        checkpoint.restore_models(m, state)
+        checkpoint.restore_models(m, state, source, self.resolved)
         for loss, sd in zip(m.losses, state.get("losses", [])):
             if sd is not None and isinstance(loss, nn.Module):
                 loss.load_state_dict(sd)
