@@ -226,8 +226,8 @@ def test_strict_plugins_reraises(site, monkeypatch, capsys):
     monkeypatch.setenv("MEMCORE_LOAD_PLUGINS", "good,broken-import")
     with pytest.raises(PluginError, match="plugin 'broken-import' failed to load: ImportError"):
         load(monkeypatch, MEMCORE_STRICT_PLUGINS="1")
-    with use_registry(None):  # the CLI loads afresh: one line, exit status 1, no traceback
-        assert main(["plugins"]) == 1
+    with use_registry(None):  # the CLI loads afresh: one line, exit status 2, no traceback
+        assert main(["plugins"]) == 2
     err = capsys.readouterr().err
     assert "error: plugin 'broken-import' failed to load" in err and "Traceback" not in err
     monkeypatch.setenv("MEMCORE_STRICT_PLUGINS", "0")
