@@ -231,6 +231,109 @@ class WritesNothing(Fifo):
         pass
 
 
+class ParameterState(Fifo):
+    """Keeps its written state in a frozen nn.Parameter: the EMA generator would average it."""
+
+    def __init__(self):
+        super().__init__()
+        del self.keys
+        self.keys = nn.Parameter(torch.randn(4, 3), requires_grad=False)
+
+
+class TrainedAndWritten(Fifo):
+    """Its read has a learned projection: gradients reach the memory, not only the query."""
+
+    def __init__(self):
+        super().__init__()
+        self.project = nn.Linear(3, 3)
+
+    def forward(self, query):
+        self.stage(key=query)
+        return (self.project(query) @ self.keys.T).softmax(-1) @ self.keys
+
+
+class PythonRandomWrite(Fifo):
+    def write(self, items, generator):
+        import random
+        self.keys[random.randrange(len(self.keys))] = items["key"][-1]
+
+
+class FlagState(Fifo):
+    """A Python bool decides what the next write does: lost by state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.primed = False
+
+    def write(self, items, generator):
+        self.keys[int(self.primed)] = items["key"][-1] * (1 + self.write_count)
+        self.primed = True
+
+
+class OwnGenerator(Fifo):
+    """Draws from a generator of its own, seeded per process: ranks would diverge."""
+
+    def __init__(self):
+        super().__init__()
+        self.rng = torch.Generator().manual_seed(memcore.dist.rank())
+
+    def write(self, items, generator):
+        slots = torch.randint(len(self.keys), (len(items["key"]),), generator=self.rng)
+        self.keys[slots] = items["key"]
+
+
+@pytest.mark.parametrize("broken, contract, detail", [
+    (ParameterState, "write-into-buffers", "write() changed the parameter(s) ['keys']"),
+    (TrainedAndWritten, "gradient-to-query-only", "parameter(s) ['project.weight', 'project.bias']"),
+    (PythonRandomWrite, "write-randomness", "depend on Python's random (<self>.keys)"),
+    (GlobalRandomWrite, "write-randomness", "depend on torch's global RNG (<self>.keys)"),
+    (FlagState, "state-dict-round-trip", "Python attribute 'primed' (True in the trained "
+                                         "instance, False after loading)"),
+    (PythonCounter, "state-dict-round-trip", "Python attribute 'cursor' (2 in the trained"),
+    (OwnGenerator, "state-in-buffers", "attribute 'rng' (OwnGenerator) holds a Generator"),
+])
+def test_broken_memories_are_diagnosed_by_cause(broken, contract, detail):
+    with pytest.raises(AssertionError, match=f"memory contract '{contract}' broken") as failure:
+        contracts.check_memory(broken, QUERY)
+    assert detail in str(failure.value)
+
+
+def test_a_memory_learning_by_gradient_declares_it():
+    class Declared(TrainedAndWritten):
+        learns_by_gradient = True
+    contracts.check_memory(Declared, QUERY)
+
+
+def test_mfh_memory_learned_by_gradient_stays_legal():
+    """MFH's memory M is a parameter trained through the read: it declares so and passes; the
+    same memory undeclared is refused."""
+    from memcore_mfh.memory import CIMemory
+    query = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    contracts.check_memory(lambda: CIMemory(10, 6, 6, 16, "gumbel", window=8), query)
+
+    class Undeclared(CIMemory):
+        learns_by_gradient = False
+    with pytest.raises(AssertionError, match="'gradient-to-query-only' broken: gradients reach "
+                                             r"memory '<self>' parameter\(s\) \['slots'"):
+        contracts.check_memory(lambda: Undeclared(10, 6, 6, 16, "gumbel", window=8), query)
+
+
+def test_a_block_whose_memory_gets_gradients_fails():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 3, 1)
+            self.memory = TrainedAndWritten()
+
+        def forward(self, x):
+            q = self.conv(x).mean((2, 3))
+            return x + self.memory(q).sum()
+
+    with pytest.raises(AssertionError, match="block contract 'gradient-to-query-only' broken: "
+                                             "gradients reach memory 'memory' parameter"):
+        contracts.check_block(Block, channels=8)
+
+
 def test_a_correct_memory_passes_from_a_factory_or_a_module():
     contracts.check_memory(Fifo, QUERY, read_shape=(5, 3))
     contracts.check_memory(Fifo(), lambda g: torch.randn(5, 3, generator=g))

@@ -1,4 +1,11 @@
-"""EMA generator: parameters (and floating buffers) averaged; memory state copied verbatim."""
+"""EMA generator: parameters (and floating buffers) averaged; memory state copied verbatim.
+
+The policy for a :class:`~memcore.memory.Memory`: its buffers (what ``write()`` changes) are copied,
+so the EMA generator reads exactly the memory G has; its parameters, if any, are learned by
+gradient (``learns_by_gradient = True``, MFH's memory M) and averaged like every other weight. A
+``write()`` that changed a parameter would be averaged with stale copies of itself, which is why
+the memory contract ``write-into-buffers`` refuses it.
+"""
 from __future__ import annotations
 
 import torch

@@ -18,10 +18,12 @@ as the trainer does, so they test the plugin and not a re-implementation of the 
 from __future__ import annotations
 
 import copy
+import random
 from contextlib import contextmanager
 from typing import Any, Callable, Mapping
 
 import attrs
+import numpy as np
 import torch
 from torch import nn
 
@@ -160,23 +162,55 @@ def _holds_tensor(value, registered: set[int]) -> bool:
     return False
 
 
+_RNG_TYPES = (torch.Generator, random.Random, np.random.Generator, np.random.RandomState)
+
+
 def _state_in_buffers(module: nn.Module) -> None:
     """No tensor in a plain attribute (it would miss checkpoints, device moves and the EMA copy),
-    and every buffer persistent (in ``state_dict``)."""
+    no random number generator kept as an attribute (its state is in no checkpoint, and one seeded
+    per process makes the ranks diverge), and every buffer persistent (in ``state_dict``)."""
     for path, sub in module.named_modules():
         registered = {id(t) for t in list(sub.parameters()) + list(sub.buffers())}
         for key, value in vars(sub).items():
             if key in ("_parameters", "_buffers", "_modules") or \
                     (key == "_staged" and isinstance(sub, Memory)):
                 continue
+            where = f"'{path + '.' if path else ''}{key}' ({type(sub).__name__})"
             _require(not _holds_tensor(value, registered),
-                     f"plain tensor attribute '{path + '.' if path else ''}{key}' "
-                     f"({type(sub).__name__}); keep state in register_buffer so checkpoints, "
-                     "device moves and the EMA generator carry it")
+                     f"plain tensor attribute {where}; keep state in register_buffer so "
+                     "checkpoints, device moves and the EMA generator carry it")
+            _require(not isinstance(value, _RNG_TYPES),
+                     f"attribute {where} holds a {type(value).__name__}: its state is in no "
+                     "checkpoint and, seeded per process, differs between ranks; draw from "
+                     "write()'s generator argument (a memory) or from torch's global RNG (a "
+                     "forward, seeded by the trainer)")
     saved = set(module.state_dict())
     for name, _ in module.named_buffers():
         _require(name in saved, f"buffer '{name}' is not persistent (register_buffer(..., "
                  "persistent=False)), so a checkpoint loses it")
+
+
+def _python_state(module: nn.Module) -> dict[str, Any]:
+    """Plain Python values (numbers, strings, flags and tuples of them) in module attributes."""
+    plain = (bool, int, float, str, type(None))
+    out = {}
+    for path, sub in module.named_modules():
+        for key, value in vars(sub).items():
+            if key.startswith("_") or key == "training":
+                continue
+            if isinstance(value, plain) or (isinstance(value, (tuple, list))
+                                            and all(isinstance(v, plain) for v in value)):
+                out[f"{path + '.' if path else ''}{key}"] = value
+    return out
+
+
+def _attribute_culprits(trained: nn.Module, loaded: nn.Module) -> str:
+    """The Python attributes that a state_dict did not carry over, as a sentence (or "")."""
+    a, b = _python_state(trained), _python_state(loaded)
+    lost = [f"'{k}' ({a[k]!r} in the trained instance, {b.get(k)!r} after loading)"
+            for k in a if a[k] != b.get(k)]
+    return ("; Python attribute " + ", ".join(lost) + " is not in the state_dict: keep such "
+            "state in a buffer (register_buffer(name, torch.tensor(value)))") if lost else ""
 
 
 def _memories(module: nn.Module) -> dict[str, Memory]:
@@ -216,7 +250,8 @@ def _same_outputs(a: list, b: list) -> bool:
 # -- checks shared by every nn.Module component ---------------------------------------------
 def _module_contracts(kind: str, make: Callable, call: Callable, call64: Callable, seed: int,
                       seeded: bool) -> None:
-    """state-in-buffers, memory write policies, state-dict round trip, determinism, device move.
+    """state-in-buffers, memory write policies (eval, autograd, buffers, randomness),
+    state-dict round trip, determinism, device move.
 
     ``call(module)`` runs the component on fixed example inputs; ``call64`` on float64 ones.
     """
@@ -258,21 +293,26 @@ def _module_contracts(kind: str, make: Callable, call: Callable, call64: Callabl
                          f"buffer '{name}' has autograd history after a write (grad_fn "
                          f"{type(b.grad_fn).__name__}); write under no_grad, into buffers")
 
+    if _memories(module):
+        _write_contracts(kind, make, call, seed)
+
     with _contract(kind, "state-dict-round-trip"):
         trained = make(seed)
         _cycle(trained, call, seed)
         _cycle(trained, call, seed + 1)
         fresh = make(seed + 1)
         fresh.load_state_dict(trained.state_dict())
+        culprits = _attribute_culprits(trained, fresh)
         _require(not _differences(_snapshot(trained), _snapshot(fresh)),
                  "load_state_dict did not restore the state")
         _require(_same_outputs(_eval_out(trained, call, seed), _eval_out(fresh, call, seed)),
-                 "a fresh instance loaded from state_dict gives different outputs")
+                 "a fresh instance loaded from state_dict gives different outputs" + culprits)
         _cycle(trained, call, seed + 2)
         _cycle(fresh, call, seed + 2)
         diff = _differences(_snapshot(trained), _snapshot(fresh))
         _require(not diff, f"after loading state_dict and one more identical step the state differs "
-                 f"in {diff}: some state lives outside the buffers (a plain Python attribute?)")
+                 f"in {diff}" + (culprits or ": some state lives outside the buffers (a plain "
+                                 "Python attribute, or a random number generator of its own)"))
 
     with _contract(kind, "determinism"):
         a, b = make(seed), make(seed)
@@ -288,19 +328,6 @@ def _module_contracts(kind: str, make: Callable, call: Callable, call64: Callabl
                  f"{_differences(_snapshot(a), _snapshot(b))}")
         _require(_same_outputs(_eval_out(a, call, seed), _eval_out(b, call, seed)),
                  "identical steps under one seed give different outputs")
-
-    if _memories(module):
-        with _contract(kind, "write-randomness"):
-            a, b = make(seed), make(seed)
-            for m, global_seed in ((a, 1), (b, 2)):
-                m.train()
-                torch.manual_seed(seed)
-                call(m)
-                torch.manual_seed(global_seed)  # write() must draw from its generator argument
-                _commit_all(m)
-            diff = _differences(_memory_state(a), _memory_state(b))
-            _require(not diff, f"write() results depend on torch's global RNG ({diff}); draw "
-                     "random numbers from the generator argument (identical on every rank)")
 
     with _contract(kind, "device-move"):
         moved = make(seed)
@@ -319,6 +346,56 @@ def _module_contracts(kind: str, make: Callable, call: Callable, call64: Callabl
         meta = copy.deepcopy(make(seed)).to("meta")
         for name, t in list(meta.named_buffers()) + list(meta.named_parameters()):
             _require(t.is_meta, f"'{name}' did not follow .to('meta')")
+
+
+# Global random number generators a write() might wrongly draw from, with how to seed each.
+_GLOBAL_RNGS = {"torch's global RNG": torch.manual_seed, "Python's random": random.seed,
+                "numpy's global RNG": np.random.seed}
+
+
+def _states_after_commit(make: Callable, call: Callable, seed: int, rngs, global_seed: int):
+    """Memory state after one forward and commit, with ``rngs`` seeded ``global_seed`` just
+    before the commit (the others at 0)."""
+    m = make(seed)
+    m.train()
+    torch.manual_seed(seed)
+    call(m)
+    for name, seed_rng in _GLOBAL_RNGS.items():
+        seed_rng(global_seed if name in rngs else 0)
+    _commit_all(m)
+    return _memory_state(m)
+
+
+def _write_contracts(kind: str, make: Callable, call: Callable, seed: int) -> None:
+    """``write-into-buffers`` and ``write-randomness`` for the memories inside a module."""
+    with _contract(kind, "write-into-buffers"):
+        module = make(seed)
+        module.train()
+        before = {n: p.detach().clone() for n, p in module.named_parameters()}
+        torch.manual_seed(seed)
+        call(module)
+        _commit_all(module)
+        changed = [n for n, p in module.named_parameters() if not torch.equal(before[n], p.detach())]
+        _require(not changed, f"write() changed the parameter(s) {changed}: state a memory writes "
+                 "belongs in register_buffer. Parameters are for what is learned by gradient: the "
+                 "optimizer moves them and the EMA generator averages them (it would blend the "
+                 "written state), while memory buffers are copied to the EMA generator verbatim")
+
+    with _contract(kind, "write-randomness"):
+        # The generator argument is seeded from the write counter; every global RNG differs
+        # between the two runs, so a write drawing from any of them is caught, then named.
+        everything = tuple(_GLOBAL_RNGS)
+        if _differences(_states_after_commit(make, call, seed, everything, 1),
+                        _states_after_commit(make, call, seed, everything, 2)):
+            culprits = []
+            for name in _GLOBAL_RNGS:
+                diff = _differences(_states_after_commit(make, call, seed, (name,), 1),
+                                    _states_after_commit(make, call, seed, (name,), 2))
+                if diff:
+                    culprits.append(f"{name} ({', '.join(diff)})")
+            raise _Broken(f"write() results depend on {'; '.join(culprits) or 'global RNGs'}: "
+                          "draw random numbers from write()'s generator argument (seeded from the "
+                          "write counter: identical on every rank and after a resume)")
 
 
 def _forward_writes(module: nn.Module, before: Mapping) -> list[str]:
@@ -341,8 +418,10 @@ def check_memory(memory, inputs, *, read_shape: tuple | None = None, differentia
 
     ``inputs``: a tensor, a tuple of tensors, or ``inputs(generator) -> tuple``. Contracts:
     ``protocol``, ``read`` (tensors of the inputs' dtype, ``read_shape`` if given, gradients reach
-    the query when ``differentiable``), ``write`` (a train-mode forward and commit change a buffer),
-    and those shared with every module (:func:`check_block`). ``distributed=True`` adds the
+    the query when ``differentiable``), ``gradient-to-query-only`` (no parameter of the memory gets
+    a gradient, unless the class sets ``learns_by_gradient = True``), ``write`` (a train-mode
+    forward and commit change a buffer), ``write-into-buffers`` (and no parameter) and those shared
+    with every module (:func:`check_block`). ``distributed=True`` adds the
     2-process contract of :func:`check_memory_distributed` (a few seconds: two processes start).
     """
     make, seeded = _maker(memory), not isinstance(memory, nn.Module)
@@ -375,6 +454,8 @@ def check_memory(memory, inputs, *, read_shape: tuple | None = None, differentia
             _require(any(q.grad is not None for q in query if isinstance(q, torch.Tensor)
                          and q.is_floating_point()), "no gradient reaches the query")
         _require(not any(b.requires_grad for b in m.buffers()), "a buffer requires grad")
+    if differentiable:
+        _gradient_to_query_only("memory", m)
 
     with _contract("memory", "write"):
         m = make(seed)
@@ -405,8 +486,9 @@ def check_memory_distributed(memory, inputs, *, nproc: int = 2, seed: int = 0, s
     """``gathered-writes-identical``: on ``nproc`` gloo processes fed different rows, a memory
     with ``sync = "gather"`` or ``"rank0"`` holds identical state everywhere after its writes.
 
-    ``memory`` and ``inputs`` are sent to the processes by pickle: use a factory defined at the top
-    level of an importable module (or a ``"module:attr"`` string) and tensors or such a function.
+    ``memory`` is sent to the processes by pickle: a factory (or class) defined at the top level
+    of an importable module, or a ``"module:attr"`` string naming one. ``inputs`` is pickled too:
+    tensors, or a top-level function ``inputs(generator) -> tuple`` (not a string).
     """
     from .distributed import run_distributed
     if isinstance(memory, str):
@@ -420,7 +502,10 @@ def check_memory_distributed(memory, inputs, *, nproc: int = 2, seed: int = 0, s
         for rank, r in enumerate(results[1:], 1):
             diff = _differences(results[0]["state"], r["state"])
             _require(not diff, f"after {steps} gathered writes rank {rank} differs from rank 0 in "
-                     f"{diff} (sync = {results[0]['sync']!r})")
+                     f"{diff} (sync = {results[0]['sync']!r}). Every rank wrote the same gathered "
+                     "rows, so the likely cause is randomness not drawn from write()'s generator "
+                     "argument (a generator seeded per process, torch's global RNG, which the "
+                     "trainer seeds per rank, Python's random), or rows written without stage()")
         _require(int(results[0]["state"]["write_count"]) == steps,
                  f"write_count {int(results[0]['state']['write_count'])} after {steps} commits")
 
@@ -436,6 +521,22 @@ def _gradient_contract(kind: str, module: nn.Module, outs: list, wrt: tuple) -> 
         params = [p for p in module.parameters() if p.requires_grad]
         _require(not params or any(p.grad is not None for p in params),
                  "no gradient reaches any parameter")
+    _gradient_to_query_only(kind, module)
+
+
+def _gradient_to_query_only(kind: str, module: nn.Module) -> None:
+    """After a backward: no memory parameter got a gradient unless its class says it learns by
+    gradient (``learns_by_gradient = True``, like MFH's memory)."""
+    with _contract(kind, "gradient-to-query-only"):
+        for name, m in _memories(module).items():
+            if m.learns_by_gradient:
+                continue
+            reached = [n for n, p in m.named_parameters()
+                       if p.grad is not None and bool(p.grad.ne(0).any())]
+            _require(not reached, f"gradients reach memory '{name}' parameter(s) {reached}: a "
+                     "memory learns from its writes and passes gradients to the query only; one "
+                     "meant to learn by gradient declares learns_by_gradient = True (then its "
+                     "parameters are trained and averaged by the EMA like any weight)")
 
 
 def check_block(block, *, channels: int = 8, resolution: int = 8, batch: int = 2,

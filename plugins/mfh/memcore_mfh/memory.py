@@ -33,6 +33,7 @@ class CIMemory(memcore.Memory):
     """n learned CI features of width w; remembers the last ``window`` addressed slots."""
 
     sync, write_at = "gather", "after_G"
+    learns_by_gradient = True  # M and R are trained through the read (eq. 3, 4)
 
     def __init__(self, slots: int, width: int, query_dim: int, hidden: int, addressing: str,
                  window: int = 1024, seed: int = 0):
