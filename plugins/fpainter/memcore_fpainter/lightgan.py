@@ -81,6 +81,10 @@ class LightGANOptions:
     max_width: int = option(256, help="Cap on channels.", check=positive)
     attention_at: list[int] = option(factory=lambda: [32], help="Resolutions with linear attention "
                                      "before the down-block (the authors' main.py: [32]).")
+    last_side: int = option(4, help="Side of the last down-block's output; the decoders read it "
+                            "and (a quadrant of) the map before it. lightweight-gan stops at 8 "
+                            "and has a stride-2 conv in its logits head; 4 makes that step a "
+                            "fourth down-block.", check=positive)
     decoder_upsamples: int = option(3, help="Upsampling steps of each reconstruction decoder.",
                                     check=positive)
 
@@ -92,11 +96,12 @@ class LightGAN(memcore.Discriminator):
         super().__init__()
         o = options
         sides = [ctx.resolution]
-        while sides[-1] % 2 == 0 and sides[-1] // 2 >= 4:
+        while sides[-1] % 2 == 0 and sides[-1] // 2 >= o.last_side:
             sides.append(sides[-1] // 2)
         if len(sides) < 3:
             raise memcore.MemcoreError(f"discriminator 'lightgan': resolution {ctx.resolution} "
-                                       "must halve at least twice down to >= 4 px")
+                                       f"must halve at least twice down to >= discriminator."
+                                       f"last_side = {o.last_side} px")
         widths = [min(o.width * 2 ** i, o.max_width) for i in range(len(sides) - 1)]
         self.attn = nn.ModuleList(LinearAttention(cin) if side in o.attention_at else nn.Identity()
                                   for side, cin in zip(sides, [ctx.channels] + widths[:-1]))

@@ -154,3 +154,17 @@ def test_lightgan_penalty_schedule(lazy):
     (grad,) = torch.autograd.grad((out["logits"] + out["logits_32"]).sum(), images)
     expected = (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
     torch.testing.assert_close(term(ctx(8)), expected)
+
+
+def test_lightgan_last_side_sets_the_maps_the_decoders_read():
+    from memcore_fpainter.lightgan import LightGAN, LightGANOptions
+    for last_side, maps in ((4, [(512, 4), (512, 8)]), (8, [(512, 8), (256, 16)])):
+        D = LightGAN(LightGANOptions(width=128, max_width=512, last_side=last_side),
+                     memcore.BuildContext(resolution=64, channels=3))
+        x, features = torch.randn(1, 3, 64, 64), []
+        for attn, down in zip(D.attn, D.downs):
+            x = down(attn(x))
+            features.append((x.shape[1], x.shape[-1]))
+        assert features[-1:-3:-1] == maps
+    with pytest.raises(memcore.MemcoreError, match="discriminator.last_side"):
+        LightGAN(LightGANOptions(last_side=16), memcore.BuildContext(resolution=32, channels=1))

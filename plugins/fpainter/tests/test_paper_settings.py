@@ -32,6 +32,7 @@ SHARED = [
     ("discriminator.kind", "lightgan", "sec. 3.3: the LightGAN discriminator"),
     ("losses.0.kind", "hinge", "sec. 3.3: the hinge loss"),
     ("losses.1.kind", "lightgan-aux", "sec. 3.3: auxiliary reconstruction at two resolutions"),
+    ("discriminator.last_side", 8, "App. B.3: the decoders read 8x8 and 16x16 maps"),
 ]
 # not in the paper: the authors' code (reference-code.md sec. 5.5), as the recipe headers say
 CODE = [

@@ -8,7 +8,8 @@ DDP-wrapped) network so DDP sees every forward:
 
 * ``mode="sample"`` (default): images from CR features ``cr`` (or ``exemplar`` images, K-shot
   mean) and CI features ``ci`` (or memory ``slot`` indices) — what ``sample_latent`` feeds;
-* ``mode="hallucinate"``: the D phase's fakes, G(f_cr of the batch class means, random slot);
+* ``mode="hallucinate"``: the D phase's fakes, G(f_cr of each image (or its class mean), random
+  slot);
 * ``mode="train"``: the G phase: reconstruction and two hallucinations per real image.
 """
 from __future__ import annotations
@@ -75,6 +76,10 @@ class GeneratorOptions:
                             "second stage.", check=check_switch)
     convs_per_stage: int = option(2, help="Convolutions (each followed by AdaIN) per stage.",
                                   check=positive)
+    train_cr: Literal["image", "class-mean"] = option(
+        "image", help="f_cr during training (reconstruction, eq. 8, and the hallucinations): "
+        "'image' = E_cr(x_i) of each image, as Algorithm 1 line 2 (paper); 'class-mean' = the "
+        "mean E_cr over the batch's images of its class (eq. 1 applied to the batch).")
     bank_size: int = option(64, help="Real training images kept for exemplar-free sampling "
                             "(grids, metrics during training).", check=positive)
 
@@ -206,14 +211,21 @@ class Generator(memcore.Generator):
         b = (a + torch.randint(1, k, (n,), device=device)) % k
         return a, b
 
+    def training_cr(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """f_cr of each training image: its own E_cr(x_i), or its class's batch mean (train_cr)."""
+        features = self.E_cr(x)
+        if self.options.train_cr == "class-mean":
+            return class_means(features, labels, self.num_classes)
+        return features
+
     def hallucinate(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        f_cr = class_means(self.E_cr(x), labels, self.num_classes)
+        f_cr = self.training_cr(x, labels)
         a, _ = self.random_slots(len(x), x.device)
         return self.synthesis(f_cr, self.memory.read_slots(a))
 
     def train_pass(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction G(f_cr(x), f_ci(x)) (eq. 8) and G(f_cr, m_a), G(f_cr, m_b) (Alg. 1)."""
-        f_cr = class_means(self.E_cr(x), labels, self.num_classes)          # (B, cr_dim)
+        f_cr = self.training_cr(x, labels)                                   # (B, cr_dim)
         read = self.memory(self.E_ci(x))                                     # f_ci (B, w), π
         a, b = self.random_slots(len(x), x.device)
         f_ci = torch.cat([read["f_ci"], self.memory.read_slots(a), self.memory.read_slots(b)])

@@ -115,6 +115,9 @@ def configure_eval(p):
     p.add_argument("--per-class", type=int, default=50,
                    help="Generated and real images per novel class for FID/KID (paper: 50).")
     p.add_argument("--episodes", type=int, default=300, help="ProtoNet N-way 1-shot episodes.")
+    p.add_argument("--way", type=_way, default=0,
+                   help="N of the N-way 1-shot episodes: each episode draws N of the novel classes "
+                        "(Table 2: 5-way 1-shot); 0 (default): every novel class in every episode.")
     p.add_argument("--queries", type=int, default=5, help="Query images per class per episode.")
     p.add_argument("--supports", type=int, default=10,
                    help="Candidate support images per class (each gets --generated images).")
@@ -125,6 +128,14 @@ def configure_eval(p):
                    help="Held-out real images used per novel class (embedding is the slow part).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
+
+
+def _way(text: str) -> int:
+    import argparse
+    if not text.isdigit() or int(text) == 1:
+        raise argparse.ArgumentTypeError(f"expected 0 (every novel class) or a number of classes "
+                                         f">= 2, got {text!r}")
+    return int(text)
 
 
 def extractor(name: str):
@@ -150,19 +161,28 @@ def mean_pairwise_distance(f) -> float:
     return float(d.sum() / (len(f) * (len(f) - 1)))
 
 
-def protonet_accuracy(feats, labels, support_pool, generated, episodes, queries, gen):
+def episode_classes(classes: list, way: int, gen) -> list:
+    """The classes of one N-way episode: ``way`` of them drawn at random (0: all, in order)."""
+    import torch
+    if not way:
+        return list(classes)
+    return [classes[i] for i in torch.randperm(len(classes), generator=gen)[:way].tolist()]
+
+
+def protonet_accuracy(feats, labels, support_pool, generated, episodes, queries, gen, way=0):
     """N-way 1-shot nearest-prototype accuracy on novel classes, in a frozen feature space.
 
     ``support_pool[c]``: indices of candidate support images of class c; ``generated[c][j]``:
-    features of images generated from ``support_pool[c][j]``. Returns mean and 95% interval of
-    accuracy without and with the generated images averaged into the prototype (Table 2 style).
+    features of images generated from ``support_pool[c][j]``; ``way``: classes per episode (0:
+    all). Returns mean and 95% interval of accuracy without and with the generated images
+    averaged into the prototype (Table 2 style).
     """
     import torch
     classes = sorted(support_pool)
     plain, augmented = [], []
     for _ in range(episodes):
         protos_plain, protos_aug, query_f, query_y = [], [], [], []
-        for y, c in enumerate(classes):
+        for y, c in enumerate(episode_classes(classes, way, gen)):
             j = int(torch.randint(len(support_pool[c]), (1,), generator=gen))
             s = support_pool[c][j]
             others = torch.nonzero(labels == c)[:, 0]
@@ -188,6 +208,9 @@ def cmd_eval(args) -> int:
     started = time.perf_counter()
     G, recipe, state = load_run(args.run, not args.no_ema)
     images, labels, names = novel_data(recipe)
+    if args.way > len(names):
+        raise memcore.MemcoreError(f"--way {args.way}: the run has only {len(names)} novel "
+                                   f"classes ({', '.join(names)})")
     features, described = extractor(args.extractor)
     gen = torch.Generator().manual_seed(args.seed)
     keep = torch.cat([torch.nonzero(labels == c)[:, 0][torch.randperm(int((labels == c).sum()),
@@ -218,13 +241,14 @@ def cmd_eval(args) -> int:
                 generated[c].append(features(memcore.to_uint8(G(cr=G.encode_cr(images[s][None]),
                                                                   slot=slots))))
     (plain, plain_ci), (aug, aug_ci) = protonet_accuracy(real_f, labels, support_pool, generated,
-                                                         args.episodes, args.queries, gen)
+                                                         args.episodes, args.queries, gen,
+                                                         args.way)
     result = {
         "step": state["step"], "extractor": described, "novel_classes": names,
         "per_class": per_class,
         "fid_mean": sum(v["fid"] for v in per_class.values()) / len(per_class),
         "kid_mean": sum(v["kid"] for v in per_class.values()) / len(per_class),
-        "protonet": {"way": len(names), "shot": 1, "episodes": args.episodes,
+        "protonet": {"way": args.way or len(names), "shot": 1, "episodes": args.episodes,
                      "queries_per_class": args.queries, "generated_per_support": args.generated,
                      "accuracy": plain, "ci95": plain_ci,
                      "accuracy_with_generated": aug, "ci95_with_generated": aug_ci},

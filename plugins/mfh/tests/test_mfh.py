@@ -103,6 +103,26 @@ def test_class_means_is_eq1():
 
 
 # -- memory and addressing -----------------------------------------------------------------------
+@pytest.mark.parametrize("train_cr", ["image", "class-mean"])
+def test_training_cr_is_per_image_or_class_mean(train_cr):
+    """Algorithm 1 line 2 / eq. 8: f_cr = E_cr(x_i) (default); 'class-mean': eq. 1 on the batch.
+    The synthesis network receives it for the reconstruction, both hallucinations and D's fakes."""
+    torch.manual_seed(0)
+    G = tiny_generator(train_cr=train_cr)
+    x, y = batch()
+    with torch.no_grad():
+        own = G.E_cr(x)
+        expected = own if train_cr == "image" else networks.class_means(own, y, 4)
+        seen = []
+        synthesis = G.synthesis.forward
+        G.synthesis.forward = lambda f_cr, f_ci: seen.append(f_cr) or synthesis(f_cr, f_ci)
+        G(mode="train", x=x, labels=y)
+        G(mode="hallucinate", x=x, labels=y)
+    torch.testing.assert_close(seen[0], expected.repeat(3, 1))
+    torch.testing.assert_close(seen[1], expected)
+    assert not torch.allclose(own, networks.class_means(own, y, 4))   # the two choices differ
+
+
 def test_gumbel_hard_is_one_hot_with_gradients():
     torch.manual_seed(0)
     logits = torch.randn(16, 10, requires_grad=True)
@@ -311,12 +331,12 @@ def test_eval_command_runs_with_test_extractor(tmp_path, monkeypatch):
     assert main(["run", str(RECIPES / "mfh-animal-mnist.toml"), *TINY]) == 0
     run = run_dir(tmp_path)
     assert main(["mfh-eval", str(run), "--extractor", "fashion-classifier", "--per-class", "8",
-                 "--episodes", "5", "--supports", "2", "--generated", "2"]) == 0
+                 "--episodes", "5", "--supports", "2", "--generated", "2", "--way", "2"]) == 0
     import json
     result = json.loads(next(run.glob("mfh-eval-step-*.json")).read_text())
     assert set(result["per_class"]) == {"horse", "sheep", "zebra"}
     assert result["per_class"]["horse"]["generated"] == 8
-    assert 0 <= result["protonet"]["accuracy"] <= 1
+    assert 0 <= result["protonet"]["accuracy"] <= 1 and result["protonet"]["way"] == 2
 
 
 def test_sample_latent_rules():
@@ -330,3 +350,32 @@ def test_sample_latent_rules():
     lat = G.sample_latent(6, gen, "cpu", exemplar=torch.zeros(2, 1, 28, 28))
     assert lat["slot"].unique().numel() == 6        # distinct slots while n <= memory size
     assert torch.allclose(lat["cr"][0], G.E_cr(torch.zeros(2, 1, 28, 28)).mean(0), atol=1e-6)
+
+
+def test_protonet_way_draws_that_many_classes_per_episode():
+    """--way 5 (Table 2's 5-way 1-shot): each episode is a random 5 of the novel classes. With
+    features that are the class index, the nearest prototype is always right, and a 2-way episode
+    with uninformative features is right about half the time, not a third."""
+    from memcore_mfh.tools import episode_classes, protonet_accuracy
+    gen = torch.Generator().manual_seed(0)
+    draws = [episode_classes(list(range(8)), 5, gen) for _ in range(50)]
+    assert all(len(set(d)) == 5 for d in draws) and len({tuple(sorted(d)) for d in draws}) > 1
+    assert episode_classes([3, 1, 2], 0, gen) == [3, 1, 2]
+    labels = torch.arange(8).repeat_interleave(6)
+    pool = {c: torch.nonzero(labels == c)[:2, 0].tolist() for c in range(8)}
+    generated = {c: [torch.zeros(0, 1, dtype=torch.float64)] * 2 for c in range(8)}
+    exact = labels[:, None].double()
+    (acc, _), _ = protonet_accuracy(exact, labels, pool, generated, 20, 3, gen, way=5)
+    assert acc == 1.0
+    noise = torch.zeros(len(labels), 1, dtype=torch.float64)          # ties: argmin picks the first
+    (acc2, _), _ = protonet_accuracy(noise, labels, pool, generated, 200, 3, gen, way=2)
+    assert acc2 == 0.5
+
+
+def test_eval_refuses_a_way_beyond_the_novel_classes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(RECIPES / "mfh-animal-mnist.toml"), *TINY, "--set", "train.steps=1",
+                 "--set", "train.checkpoint_every=1"]) == 0
+    assert main(["mfh-eval", str(run_dir(tmp_path)), "--way", "5",
+                 "--extractor", "fashion-classifier"]) == 2
+    assert "--way 5: the run has only 3 novel classes" in capsys.readouterr().err
