@@ -58,7 +58,7 @@ def _relaunch(args) -> int:
     argv = [a for a in sys.argv[1:]]
     i = argv.index("--nproc")
     del argv[i:i + 2]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    cmd = [sys.executable, "-m", "memcore.launch", "--standalone",
            f"--nproc_per_node={args.nproc}", "-m", "memcore"] + argv
     return subprocess.call(cmd)
 
@@ -394,7 +394,8 @@ def main(argv=None) -> int:
             return 2
         return int(commands.handlers[args.command](args) or 0)
     except MemcoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not (exc.every_rank and os.environ.get("RANK", "0") != "0"):
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as memcore.errors.Interrupted
         print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)

@@ -3,9 +3,11 @@
 
 class MemcoreError(Exception):
     """Base class; ``exit_code`` is the process exit status the CLI uses (the table is in the
-    README): 2 for every mistake in the input or the environment, whenever it is found."""
+    README): 2 for every mistake in the input or the environment, whenever it is found.
+    ``every_rank``: raised with the same message on every process, so only rank 0 prints it."""
 
     exit_code = 2
+    every_rank = False
 
 
 class RecipeError(MemcoreError):

@@ -568,7 +568,8 @@ def sample_images(G: nn.Module, n: int, seed: int, device, batch: int = 64,
 
 
 def check_consistency(models) -> None:
-    """Compare every parameter and buffer across ranks; name the first ones that differ."""
+    """Compare every parameter and buffer across ranks; name those that differ and the likely
+    cause. Raised on every rank with the same message (printed once, by rank 0)."""
     drift = []
     for role, net in (("G", models.G), ("D", models.D), ("G_ema", models.G_ema)):
         if net is None:
@@ -577,6 +578,36 @@ def check_consistency(models) -> None:
             ref = dist.broadcast_rows(t.detach().clone().reshape(-1) if t.dim() else t.detach().reshape(1))
             if not torch.equal(ref, t.detach().reshape(-1) if t.dim() else t.detach().reshape(1)):
                 drift.append(f"{role}.{name}")
-    if dist.any_rank(bool(drift)):
-        raise MemcoreError("ranks disagree on " + (", ".join(drift[:8]) or "state held by another rank")
-                           + " — a component keeps per-rank state outside the memory protocol")
+    drift = sorted(set().union(*map(set, dist.gather_object(drift))))  # rank 0 sees its own none
+    if drift:
+        memory_buffers = {f"{prefix}.{name}" for prefix, m in memories_in(models.G, models.D).items()
+                          for name, _ in m.named_buffers()}
+        error = MemcoreError(_drift_message(drift, memory_buffers, models))
+        error.every_rank = True
+        raise error
+
+
+def _drift_message(drift: list[str], memory_buffers: set[str], models) -> str:
+    """What differs between ranks, grouped by kind of state, each with its likely cause."""
+    memory_buffers |= {"G_ema" + n[1:] for n in memory_buffers if n.startswith("G.")}
+    params = {f"{role}.{n}" for role, net in (("G", models.G), ("D", models.D),
+                                              ("G_ema", models.G_ema)) if net is not None
+              for n, _ in net.named_parameters()}
+    groups = {"memory buffers": [n for n in drift if n in memory_buffers],
+              "parameters": [n for n in drift if n in params],
+              "other buffers": [n for n in drift if n not in memory_buffers and n not in params]}
+    causes = {
+        "memory buffers": "every rank writes the same gathered rows, so the likely cause is "
+                          "randomness in write() not drawn from its generator argument (torch's "
+                          "global RNG is seeded per rank), a generator or Python attribute of the "
+                          "memory's own, or rows written without stage(); `memcore check` with "
+                          "--nproc 2 runs the memory's contracts",
+        "parameters": "DDP keeps them identical, so something changes weights outside the "
+                      "optimizer step, differently per rank",
+        "other buffers": "floating buffers are averaged across ranks every step; these are "
+                         "changed per rank outside the memory protocol (keep such state in a "
+                         "memcore.Memory, or make it floating-point)",
+    }
+    lines = [f"{kind} {', '.join(names[:8])}{' ...' if len(names) > 8 else ''} differ between "
+             f"ranks: {causes[kind]}" for kind, names in groups.items() if names]
+    return "ranks disagree (train.check_consistency):\n  " + "\n  ".join(lines)
