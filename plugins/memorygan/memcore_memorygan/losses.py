@@ -1,7 +1,7 @@
 """memoryGAN's objective (eq. 7-8) and the memory writes of the step.
 
 L_D = -E log D(x) - E log(1 - D(G(z, K_c))) + lambda I_hat
-L_G =  E log(1 - D(G(z, K_c))) + lambda I_hat             (saturating, the code's default)
+L_G =  E log(1 - D(G(z, K_c))) + lambda I_hat             (saturating: eq. 8, the code's default)
     or -E log D(G(z, K_c)) + lambda I_hat                  (non-saturating)
 I_hat = -E[kappa K_c . mu(G(z, K_c))] with mu the normalised query ("cosine", the paper), or
 lambda * mean((raw key - K_c)^2) over all elements ("mse", the code). D(x) is the memory's clipped
@@ -25,10 +25,11 @@ from .networks import DMN
 @memcore.config
 class MemoryGANLossOptions(memcore.LossOptions):
     generator_loss: Literal["saturating", "non-saturating"] = option(
-        "saturating", help="G's adversarial term: log(1 - D(G)) minimised (code default) or -log D(G).")
-    mi_weight: float = option(1e-2, help="lambda of the mutual-information term (code: 1e-2 "
-                              "Fashion-MNIST / affine-MNIST, 1e-6 CIFAR-10; paper text: 2e-6).",
-                              check=memcore.non_negative)
+        "saturating", help="G's adversarial term: log(1 - D(G)) minimised (paper eq. 8, the "
+        "code's default) or -log D(G).")
+    mi_weight: float = option(1e-2, help="lambda of the mutual-information term (paper: 0.01 "
+                              "Fashion-MNIST / affine-MNIST in 4.1 and B.2, 2e-6 in 3.2, used "
+                              "for CIFAR-10; code: 1e-2 and 1e-6).", check=memcore.non_negative)
     mi_form: Literal["cosine", "mse"] = option(
         "cosine", help="I_hat as -kappa K_c.q on the normalised query (paper) or the MSE between "
         "the un-normalised key and K_c (code).")

@@ -25,6 +25,10 @@ def memcore_register_components(registry):
                  f"{_P}.augment:BrightnessContrastOptions",
                  help="memoryGAN's CIFAR-10 augmentation: random brightness and contrast, real "
                  "images only.")
+    registry.add("dataset", "affine-mnist", f"{_P}.affine:affine_mnist",
+                 f"{_P}.affine:AffineMnistOptions",
+                 help="memoryGAN's affine-MNIST: digits rotated by up to +-20 degrees and placed "
+                 "at random in 40 x 40 (MNIST idx files, or opencv-doc's digits offline).")
 
 
 @memcore.hookimpl

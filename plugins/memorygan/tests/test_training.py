@@ -52,6 +52,13 @@ def test_ablation_and_cifar_recipes_train(tmp_path, monkeypatch, recipe, extra):
     assert int(state["step"]) == 3
 
 
+def test_affine_mnist_recipe_trains_at_40_px(tmp_path, monkeypatch, mnist_folder):
+    run_dir, state = run(tmp_path, monkeypatch, "affine-mnist-memorygan.toml", *TINY_D, *TINY_G,
+                         "--set", f"data.path=\"{mnist_folder}\"")
+    assert int(state["step"]) == 3
+    assert "affine-MNIST train (40 px" in (run_dir / "report.md").read_text()
+
+
 def test_every_evaluation_schedule_writes_in_both_phases(tmp_path, monkeypatch):
     _, state = run(tmp_path, monkeypatch, "fashion-memorygan.toml", *TINY_D, *TINY_G,
                    "--set", "discriminator.schedule=\"every-evaluation\"")
