@@ -21,7 +21,8 @@ def memcore_register_components(registry):
                  help="LightGAN D's 32x32-head hinge and reconstruction terms (pair with hinge).")
     registry.add("loss", "lightgan-gp", f"{_P}.lightgan:LightGANPenalty",
                  f"{_P}.lightgan:LightGANPenaltyOptions",
-                 help="Two-sided gradient penalty on reals, every 4 steps (lightweight-gan fork).")
+                 help="Two-sided gradient penalty on reals, every 4th step in that step's D "
+                      "update (lightweight-gan fork).")
     registry.add("loss", "fpa-pre-unet", f"{_P}.losses:PreUNetHinge", "memcore:LossOptions",
                  help="Hinge term that also shows D the FPA canvas before the U-Net (fpa-unet only).")
 
