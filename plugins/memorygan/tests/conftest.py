@@ -19,6 +19,11 @@ def bar_digits(n: int) -> np.ndarray:
     return images
 
 
+@pytest.fixture(name="bar_digits")
+def bar_digits_fixture():
+    return bar_digits
+
+
 @pytest.fixture
 def mnist_folder(tmp_path):
     folder = tmp_path / "mnist"

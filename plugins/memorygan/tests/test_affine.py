@@ -9,8 +9,6 @@ from PIL import Image
 from memcore.cli import main
 from memcore_memorygan.affine import AffineMnistOptions, affine_mnist, place
 
-from conftest import bar_digits
-
 
 def moments(images: torch.Tensor):
     """Centre of mass (x, y) and principal-axis angle in degrees of each (n, H, W) image."""
@@ -25,7 +23,7 @@ def moments(images: torch.Tensor):
     return cx, cy, angle, mass
 
 
-def test_digits_are_rotated_within_the_bound_and_placed_inside_the_canvas():
+def test_digits_are_rotated_within_the_bound_and_placed_inside_the_canvas(bar_digits):
     digits = torch.as_tensor(bar_digits(2000))
     out = place(digits, 40, 20.0, seed=0)
     assert out.shape == (2000, 40, 40) and out.dtype == torch.uint8
@@ -40,7 +38,7 @@ def test_digits_are_rotated_within_the_bound_and_placed_inside_the_canvas():
     assert angle.min() < -18 and angle.max() > 18 and abs(float(angle.mean())) < 1.5
 
 
-def test_placement_is_drawn_once_from_the_seed():
+def test_placement_is_drawn_once_from_the_seed(bar_digits):
     digits = torch.as_tensor(bar_digits(16))
     assert torch.equal(place(digits, 40, 20.0, seed=3), place(digits, 40, 20.0, seed=3))
     assert not torch.equal(place(digits, 40, 20.0, seed=3), place(digits, 40, 20.0, seed=4))
