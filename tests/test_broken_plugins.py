@@ -71,6 +71,7 @@ def memcore_register_components(registry):
     registry.add("loss", "exploding-loss", explode, memcore.LossOptions)
     registry.add("block", "exploding-block", explode, memcore.BlockOptions)
 ''',
+    "exits": "import sys\nsys.exit(7)\n",
     "future": '''
 import memcore
 
@@ -145,12 +146,35 @@ def test_each_broken_plugin_is_reported_by_name(registry, capsys):
     state, error = status(registry, "future")
     assert state == "failed" and "needs memcore API 2, this memcore provides API 1" in error
 
+    assert status(registry, "exits") == ("failed", "failed to load: called sys.exit(7)")
+
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    for name in ("broken-import", "twin-b", "typo", "halfway", "future"):
+    for name in ("broken-import", "twin-b", "typo", "halfway", "future", "exits"):
         line = next(row for row in out.splitlines() if row.startswith(name + " "))
         assert "FAILED: " in line, line
     assert "loss:good-loss" in out
+
+
+def test_plugins_check_fails_ci_when_a_plugin_failed(registry, capsys):
+    assert main(["plugins", "--check"]) == 1
+    assert "plugin(s) failed: broken-import, exits, future, halfway, twin-b, typo" in \
+        capsys.readouterr().err
+    for name in ("broken-import", "exits", "future", "halfway", "twin-b", "typo"):
+        registry.plugins[name].status = "disabled"
+    assert main(["plugins", "--check"]) == 0
+
+
+def test_list_shows_a_failed_plugins_components_as_unavailable(registry, capsys):
+    assert main(["list", "loss"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "[good]" in rows["good-loss"]
+    assert "UNAVAILABLE: plugin 'halfway' failed while registering components: RuntimeError: " \
+           "config file missing" in rows["halfway-loss"]
+    assert "UNAVAILABLE: plugin 'twin-b' failed" in rows["twin-b-only"]
+    assert "UNAVAILABLE: registered by several plugins (twin-a, twin-b)" in rows["twin"]
+    assert "failed to load: ImportError" in rows["broken-import"]  # nothing registered yet
 
 
 def test_everything_else_still_trains(registry, tmp_path):
@@ -262,3 +286,61 @@ def test_plugin_commands_are_isolated(register_plugin, capsys):
     captured = capsys.readouterr()
     assert captured.out == "hello world\n"
     assert "plugin 'bad-commands' could not add commands: bad command" in captured.err
+
+
+# -- one-off plugin files (--plugins-dir) -----------------------------------------------------
+PLUGIN_FILES = {  # file stem -> source: each broken in its own way, plus a good one
+    "good_file": GOOD.replace('"good-loss"', '"file-loss"'),
+    "raises": "raise RuntimeError('no GPU here')\n",
+    "syntax": "def broken(:\n",
+    "registration": PLUGINS["halfway"].replace("halfway-loss", "file-halfway-loss"),
+    "duplicate": GOOD,  # good-loss is also registered by the installed 'good' plugin
+    "misspelled": PLUGINS["typo"].replace("typo-loss", "file-typo-loss"),
+    "exits": "import sys\nsys.exit(7)\n",
+}
+FILE_ERRORS = {
+    "raises": "failed to load: RuntimeError: no GPU here",
+    "syntax": "failed to load: SyntaxError",
+    "registration": "failed while registering components: RuntimeError: config file missing",
+    "duplicate": "loss 'good-loss' is registered by two plugins: 'good' and 'local:duplicate'",
+    "misspelled": "implements an unknown hook",
+    "exits": "failed to load: called sys.exit(7)",
+}
+
+
+@pytest.fixture
+def plugins_dir(tmp_path):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for stem, source in PLUGIN_FILES.items():
+        (folder / f"{stem}.py").write_text(source)
+    yield folder
+    for stem in PLUGIN_FILES:
+        sys.modules.pop(f"memcore_local_{stem}", None)
+
+
+def test_broken_plugin_files_are_isolated_like_entry_points(registry, plugins_dir, tmp_path,
+                                                            capsys):
+    assert main(["--plugins-dir", str(plugins_dir), "plugins"]) == 0
+    out = capsys.readouterr().out
+    for stem, error in FILE_ERRORS.items():
+        line = next(row for row in out.splitlines() if row.startswith(f"local:{stem} "))
+        assert "FAILED: " in line and error in line, line
+    assert registry.plugins["local:good_file"].status == "ok"
+    assert main(["--plugins-dir", str(plugins_dir), "plugins", "--check"]) == 1
+    capsys.readouterr()
+
+    import tomli_w  # a recipe using the good file's component and none of the broken ones
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(tiny_recipe(losses=[{"kind": "hinge"}, {"kind": "file-loss"}])))
+    assert main(["--plugins-dir", str(plugins_dir), "validate", str(path)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_strict_mode_refuses_a_broken_plugin_file(site, plugins_dir, monkeypatch, capsys):
+    monkeypatch.setenv("MEMCORE_LOAD_PLUGINS", "good,base,builtin")
+    monkeypatch.setenv("MEMCORE_STRICT_PLUGINS", "1")
+    with use_registry(None):
+        assert main(["--plugins-dir", str(plugins_dir), "plugins"]) == 2
+    err = capsys.readouterr().err
+    assert "error: plugin 'local:" in err and "Traceback" not in err

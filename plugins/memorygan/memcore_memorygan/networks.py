@@ -29,7 +29,8 @@ class DMNOptions:
                           check=positive)
     slots: int = option(4096, help="Memory size N (Table 3: 4096 Fashion-MNIST, 16384 CIFAR-10).",
                         check=positive)
-    top_k: int = option(128, help="Nearest slots k for read and write (128 Fashion, 256 CIFAR).",
+    top_k: int = option(128, help="Nearest slots k for read and write (paper: 128 Fashion-MNIST "
+                        "and affine-MNIST, '128 ~ 256' in 3.1.1; code: 256 CIFAR-10).",
                         check=positive)
     kappa: float = option(1.0, help="vMF concentration kappa.", check=positive)
     beta: float = option(1e-8, help="Histogram smoothing beta of the prior.", check=positive)
@@ -154,7 +155,8 @@ class MCGNOptions:
                         check=positive)
     key_dim: int = option(256, help="Must equal discriminator.key_dim.", check=positive)
     z_dist: Literal["normal", "uniform"] = option(
-        "normal", help="z ~ N(0, I) (paper) or U(-1, 1) (code).")
+        "normal", help="z ~ N(0, I) (memcore's choice: the paper gives no p(z)) or U(-1, 1) (the "
+        "code).")
     width: int = option(128, help="Channels of the built-in generator's first deconv.",
                         check=positive)
     fc_width: int = option(1024, help="Width of the built-in generator's first fc layer.",
