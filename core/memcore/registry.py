@@ -13,9 +13,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata as md
+import importlib.util
 import os
+import re
+import sys
 import traceback
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import attrs
@@ -100,6 +104,11 @@ def _env_list(var):
     return {x.strip() for x in raw.split(",") if x.strip()}
 
 
+# What a plugin's import or hook may raise without taking memcore down: any error, and
+# sys.exit() (SystemExit is no Exception); Ctrl-C still stops everything.
+PLUGIN_FAILURES = (Exception, SystemExit)
+
+
 class Registry:
     """Components by (kind, name), and the plugins that provided them."""
 
@@ -155,12 +164,32 @@ class Registry:
         self._load_one(info, lambda: module)
         return self.plugins[name]
 
+    def load_file(self, path, name: str) -> PluginInfo:
+        """Import a plugin file (``--plugins-dir``, ``[plugins] local``) as the plugin ``name``,
+        isolated exactly like an entry point: a file that raises or calls ``sys.exit`` while
+        imported or registering, implements a misspelled hook or registers a taken name is
+        marked failed with its error, and the others keep working."""
+        module_name = "memcore_local_" + re.sub(r"\W", "_", Path(str(path)).stem)
+
+        def load():
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+            return module
+        self._load_one(PluginInfo(name, None, None, str(path)), load)
+        return self.plugins[name]
+
     def _load_one(self, info: PluginInfo, load: Callable[[], Any]) -> None:
         self.plugins[info.name] = info
         try:
             module = load()
             self.pm.register(module, name=info.name)
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             return self._fail(info, exc, "failed to load")
         try:
             self.pm.check_pending()
@@ -175,7 +204,7 @@ class Registry:
         try:
             for impl in impls:
                 impl.function(registry=self)
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             for key in [k for k, e in self.entries.items() if e.plugin == info.name]:
                 del self.entries[key]
             self.pm.unregister(name=info.name)  # info.components keeps the names it meant to add
@@ -189,7 +218,7 @@ class Registry:
             return True
         try:
             wanted = str(impl())
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             self.pm.unregister(name=info.name)
             self._fail(info, exc, "failed in memcore_api_version")
             return False
@@ -202,7 +231,8 @@ class Registry:
 
     def _fail(self, info, exc, what):
         info.status = "failed"
-        info.error = f"{what}: {type(exc).__name__}: {exc}"
+        info.error = f"{what}: called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) \
+            else f"{what}: {type(exc).__name__}: {exc}"
         info.traceback = "".join(traceback.format_exception(exc))
         if os.environ.get("MEMCORE_STRICT_PLUGINS") == "1":
             raise PluginError(f"plugin '{info.name}' {info.error}") from exc
@@ -231,6 +261,20 @@ class Registry:
 
     def failed(self) -> list[PluginInfo]:
         return [p for p in self.plugins.values() if p.status == "failed"]
+
+    def unavailable(self, kind: str) -> dict[str, str]:
+        """Names of ``kind`` that a recipe cannot use, with the reason: the components a failed
+        plugin registered before it failed, and names registered by several plugins."""
+        out = {}
+        for plugin in self.failed():
+            for component in plugin.components:
+                k, _, name = component.partition(":")
+                if k == kind and (k, name) not in self.entries:
+                    out[name] = f"plugin '{plugin.name}' {plugin.error}"
+        for (k, name), plugins in self.conflicts.items():
+            if k == kind:
+                out[name] = f"registered by several plugins ({', '.join(plugins)}); disable all but one"
+        return out
 
 
 _registry: Registry | None = None
