@@ -94,6 +94,6 @@ def test_paper_scale_recipes_validate(tmp_path, capsys):
         folder = tmp_path / f"{c:03d}"
         folder.mkdir()
         Image.fromarray(np.full((8, 8, 3), c % 256, np.uint8)).save(folder / "a.png")
-    for name in PAPER_SCALE:
+    for name in ["mfh-128", *PAPER_SCALE]:
         assert main(["validate", str(RECIPES / f"{name}.toml"),
                      "--set", f"data.path={tmp_path}"]) == 0, capsys.readouterr().err
