@@ -82,14 +82,18 @@ def cmd_plugins(args) -> int:
     rows = [{"name": p.name, "dist": p.dist, "version": p.version, "module": p.module,
              "status": p.status, "error": p.error, "components": p.components}
             for p in sorted(reg.plugins.values(), key=lambda p: p.name)]
+    failed = [r["name"] for r in rows if r["status"] == "failed"]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        status = r["status"] if r["status"] != "failed" else f"FAILED: {r['error']}"
-        print(f"{r['name']:<14} {r['version'] or '-':<10} {status}")
-        if r["components"] and r["status"] == "ok":
-            print(f"{'':<14} {', '.join(r['components'])}")
+    else:
+        for r in rows:
+            status = r["status"] if r["status"] != "failed" else f"FAILED: {r['error']}"
+            print(f"{r['name']:<14} {r['version'] or '-':<10} {status}")
+            if r["components"] and r["status"] == "ok":
+                print(f"{'':<14} {', '.join(r['components'])}")
+    if args.check and failed:
+        print(f"error: {len(failed)} plugin(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -101,13 +105,22 @@ def cmd_list(args) -> int:
         raise MemcoreError(f"unknown kind '{args.kind}'{did_you_mean(args.kind, KINDS)} "
                            f"(kinds: {', '.join(KINDS)})")
     for kind in [args.kind] if args.kind else KINDS:
-        names = reg.names(kind)
+        unavailable = reg.unavailable(kind)
+        names = sorted(set(reg.names(kind)) | set(unavailable))
         if not names:
             continue
         print(f"{kind}:")
         for name in names:
-            e = reg.entries[(kind, name)]
-            print(f"  {name:<24} {e.help}  [{e.plugin}]")
+            if name in unavailable:
+                print(f"  {name:<24} UNAVAILABLE: {unavailable[name]}")
+            else:
+                e = reg.entries[(kind, name)]
+                print(f"  {name:<24} {e.help}  [{e.plugin}]")
+    unknown = [p for p in reg.failed() if not p.components]
+    if unknown:
+        print("plugins that failed before registering anything (`memcore plugins` for details):")
+        for p in unknown:
+            print(f"  {p.name:<24} {p.error}")
     return 0
 
 
@@ -279,8 +292,11 @@ def build_parser():
         p.add_argument("--nproc", type=int, default=0, help="Start N processes with torchrun.")
     commands.add("run", "Train from a recipe.", run_args, cmd_run)
     commands.add("validate", "Check a recipe and print it resolved.", recipe_args, cmd_validate)
-    commands.add("plugins", "List plugins with versions and status.",
-                 lambda p: p.add_argument("--json", action="store_true"), cmd_plugins)
+    def plugins_args(p):
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--check", action="store_true",
+                       help="Exit with status 1 when any plugin failed to load (for CI).")
+    commands.add("plugins", "List plugins with versions and status.", plugins_args, cmd_plugins)
     commands.add("list", "List registered components.",
                  lambda p: p.add_argument("kind", nargs="?"), cmd_list)
     commands.add("show", "Show a component's options and a TOML snippet.",
@@ -342,16 +358,18 @@ def version_text() -> str:
 
 
 def load_plugins_dir(folder: str | None) -> None:
-    """``--plugins-dir``: every ``*.py`` file of the folder, registered as ``local:<stem>``."""
-    from .errors import RecipeError
-    from .recipe import load_plugin_files
+    """``--plugins-dir``: every ``*.py`` file of the folder, registered as ``local:<stem>`` and
+    isolated like an installed plugin: a broken file is reported by ``memcore plugins`` and
+    ``list`` (strict mode refuses it), and the rest keeps working."""
+    from .registry import get_registry
     if not folder:
         return
     if not Path(folder).is_dir():
         raise MemcoreError(f"--plugins-dir {folder}: no such folder")
-    problems = load_plugin_files(sorted(Path(folder).glob("*.py")), "--plugins-dir")
-    if problems:
-        raise RecipeError(problems, "--plugins-dir")
+    registry = get_registry()
+    for path in sorted(Path(folder).glob("*.py")):
+        if f"local:{path.stem}" not in registry.plugins:
+            registry.load_file(path, f"local:{path.stem}")
 
 
 def _plugins_dir_arg(argv) -> str | None:

@@ -217,22 +217,12 @@ def load_plugin_files(paths, where: str) -> list[str]:
     problems = []
     for i, path in enumerate(paths):
         name = f"local:{Path(str(path)).stem}"
-        if name in registry.plugins:
-            continue
-        spec = importlib.util.spec_from_file_location(f"memcore_local_{Path(str(path)).stem}", path)
-        if spec is None or not Path(str(path)).is_file():
+        if name not in registry.plugins and not Path(str(path)).is_file():
             problems.append(f"{where}[{i}] = {str(path)!r}: no such Python file")
             continue
-        module = importlib.util.module_from_spec(spec)
-        try:
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            problems.append(f"{where}[{i}] = {str(path)!r}: {type(exc).__name__}: {exc}")
-            continue
-        info = registry.register_module(module, name)
-        if info.status != "ok":
-            problems.append(f"{where}[{i}] = {str(path)!r}: {info.error}")
+        info = registry.plugins.get(name) or registry.load_file(path, name)
+        if info.status == "failed":
+            problems.append(f"{where}[{i}] = {str(path)!r}: plugin '{name}' {info.error}")
     return problems
 
 
