@@ -173,39 +173,48 @@ def parse_override(text: str) -> tuple[list, object]:
         parsed = tomli.loads(f"v = {value}")["v"]
     except tomli.TOMLDecodeError:
         parsed = value
-    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())  # blocks[0].at == blocks.0.at
-    path = [int(p) if p.isdigit() else p for p in key.split(".")]
-    return path, parsed
+    return key_path(key), parsed
+
+
+def key_path(key: str) -> list:
+    """``generator.blocks[0].at`` or ``generator.blocks.0.at`` -> ["generator", "blocks", 0, "at"]."""
+    key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
+    return [int(p) if p.isdigit() else p for p in key.split(".")]
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
     problems = []
     for text in overrides:
         path, value = parse_override(text)
-        node = raw
-        for i, part in enumerate(path[:-1]):
-            if isinstance(part, int):
-                if not isinstance(node, list) or part >= len(node):
-                    problems.append(f"--set {text}: {'.'.join(map(str, path[:i + 1]))} is not an "
-                                    "existing list item")
-                    break
-                node = node[part]
-            else:
-                if not isinstance(node, dict):
-                    problems.append(f"--set {text}: {'.'.join(map(str, path[:i]))} is not a table")
-                    break
-                node = node.setdefault(part, {})
-        else:
-            last = path[-1]
-            if isinstance(last, int) and isinstance(node, list) and last < len(node):
-                node[last] = value
-            elif isinstance(node, dict) and not isinstance(last, int):
-                node[last] = value
-            else:
-                problems.append(f"--set {text}: cannot set this key")
+        problem = set_key(raw, path, value)
+        if problem:
+            problems.append(f"--set {text}: {problem}")
     if problems:
         raise RecipeError(problems, "--set")
     return raw
+
+
+def set_key(raw: dict, path: list, value) -> str | None:
+    """Set ``raw[path[0]][path[1]]... = value`` (ints index lists, missing tables are created);
+    returns what went wrong, or None. The one place that knows ``--set`` key paths."""
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return f"{'.'.join(map(str, path[:i + 1]))} is not an existing list item"
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                return f"{'.'.join(map(str, path[:i]))} is not a table"
+            node = node.setdefault(part, {})
+    last = path[-1]
+    if isinstance(last, int) and isinstance(node, list) and last < len(node):
+        node[last] = value
+    elif isinstance(node, dict) and not isinstance(last, int):
+        node[last] = value
+    else:
+        return "cannot set this key"
+    return None
 
 
 def load_plugin_files(paths, where: str) -> list[str]:
