@@ -156,3 +156,23 @@ def test_every_preset_validates(tmp_path, capsys):
     for name in all_presets():
         assert main(["validate", str(PAPER / f"{name}.toml"),
                      "--set", f"data.path={tmp_path}"]) == 0, capsys.readouterr().err
+
+
+def test_documented_sizes_of_the_paper_d_and_unet():
+    """The sizes the preset headers state: D 7.8 M (Table 3: about 12 M), U-Net 11.9 M (App. C.1:
+    8 M), built from the resolved presets on the meta device."""
+    from memcore_fpainter.lightgan import LightGAN, LightGANOptions
+    from memcore_fpainter.unet import FPAUNet, FPAUNetOptions
+
+    def millions(cls, options_cls, table):
+        options = options_cls(**{k: v for k, v in table.items()
+                                 if k in {f.name for f in attrs.fields(options_cls)}})
+        with torch.device("meta"):
+            net = cls(options, memcore.BuildContext(resolution=64, channels=3))
+        return sum(p.numel() for p in net.parameters()) / 1e6
+
+    assert round(millions(LightGAN, LightGANOptions, resolved("celeba")["discriminator"]), 1) == 7.8
+    unet = resolved("celeba-unet")["generator"]
+    total = millions(FPAUNet, FPAUNetOptions, unet)
+    painter = millions(FPA, FPAOptions, resolved("celeba")["generator"])
+    assert round(total - painter, 1) == 11.9
