@@ -44,10 +44,12 @@ class Commands:
 
 # -- run / validate ---------------------------------------------------------------------------
 def cmd_validate(args) -> int:
+    from .preflight import preflight
     from .recipe import dumps, load_recipe
     if not args.recipe:
         raise MemcoreError("give a recipe file")
-    _, resolved = load_recipe(args.recipe, args.set)
+    recipe, resolved = load_recipe(args.recipe, args.set)
+    preflight(recipe, args.recipe, portable=args.portable)
     print(dumps(resolved), end="")
     print(f"# {args.recipe}: valid", file=sys.stderr)
     return 0
@@ -335,7 +337,13 @@ def build_parser():
                        "run.dir holds (default: refuse it).")
         p.add_argument("--nproc", type=int, default=0, help="Start N processes with torchrun.")
     commands.add("run", "Train from a recipe.", run_args, cmd_run)
-    commands.add("validate", "Check a recipe and print it resolved.", recipe_args, cmd_validate)
+    def validate_args(p):
+        recipe_args(p)
+        p.add_argument("--portable", action="store_true", help="For a recipe meant for another "
+                       "machine: look at no file here (dataset, extractor weights, init_from); "
+                       "networks and block positions, which need the data's shape, go unchecked.")
+    commands.add("validate", "Check everything a run would check before step 1, and print the "
+                 "recipe resolved.", validate_args, cmd_validate)
     def plugins_args(p):
         p.add_argument("--json", action="store_true")
         p.add_argument("--check", action="store_true",
@@ -466,6 +474,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as memcore.errors.Interrupted
         print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return getattr(exc, "exit_code", 128 + signal.SIGINT)
+    except Exception as exc:  # a bug: one paragraph naming whose code it is, not a traceback
+        if os.environ.get("MEMCORE_DEBUG") == "1":
+            raise
+        from .preflight import describe_crash
+        print(f"error: {describe_crash(exc)}", file=sys.stderr)
+        return 1
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import math
 import typing
 from collections.abc import Mapping
 from typing import Any, Callable, Literal
@@ -47,7 +48,14 @@ class NoOptions:
 
 
 # -- checks ----------------------------------------------------------------------------------
+MAX_COUNT = 2**31 - 1
+"""Largest integer a size or count option accepts: anything above cannot be allocated or reached
+(a z_dim, a number of memory slots or a batch of 2^31 does not fit in memory)."""
+
+
 def positive(v):
+    if type(v) is int and v > MAX_COUNT:
+        return f"an integer in [1, {MAX_COUNT}] (a size or count this large cannot be allocated)"
     return None if v is None or v > 0 else "a number > 0"
 
 
@@ -101,14 +109,31 @@ class _Problem(Exception):
     """A message for one key path, raised from structure hooks."""
 
 
+INT64 = (-2**63, 2**63 - 1)
+
+
 def _strict(kind: type):
     def hook(val, _):
         if kind is float and type(val) is int:
-            return float(val)
+            val = _finite_float(val)
         if type(val) is not kind:
             raise _Problem(f"expected {_type_name(kind)}, got {_describe(val)}")
+        if kind is float and not math.isfinite(val):
+            raise _Problem(f"expected a finite number, got {val}")
+        if kind is int and not INT64[0] <= val <= INT64[1]:
+            raise _Problem("expected an integer that fits in 64 bits (at most 2^63 - 1 = "
+                           f"{INT64[1]})")
         return val
     return hook
+
+
+def _finite_float(val: int) -> float:
+    """An integer given for a number; one too large for a float cannot mean anything either."""
+    try:
+        return float(val)
+    except OverflowError:
+        raise _Problem(f"expected a finite number, got an integer with {len(str(val))} digits") \
+            from None
 
 
 def _type_name(t) -> str:

@@ -169,7 +169,9 @@ class MetricOptions:
 class Metric:
     """Computes numbers from samples of the EMA generator.
 
-    ``key`` names the main value (used for the best checkpoint), ``higher_is_better`` its direction.
+    ``key`` names the main value (used for the best checkpoint), ``higher_is_better`` its direction;
+    ``values`` lists every value ``compute`` returns (empty: just ``key``), which is what
+    ``train.best_metric`` may name (validation refuses any other name).
     ``preflight()`` runs before training and raises :class:`memcore.MemcoreError` when something
     the metric needs (weights, reference data) is missing, so nothing fails at step N.
     ``compute(session)`` runs on every process (to allow sharding) and returns a dict of numbers and
@@ -178,6 +180,7 @@ class Metric:
 
     key: str = "metric"
     higher_is_better: bool = False
+    values: tuple[str, ...] = ()
 
     def __init__(self, options: MetricOptions, ctx: BuildContext):
         self.options = options

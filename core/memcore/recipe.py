@@ -6,9 +6,9 @@ against these classes by a test.
 """
 from __future__ import annotations
 
-import importlib.util
+import codecs
+import math
 import re
-import sys
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -28,13 +28,17 @@ class RunSection:
     name: Optional[str] = option(None, help="Run name; default: the recipe file's stem.")
 
 
+MAX_SEED = 2**32 - 1  # per-rank seeds are derived as seed * 1000 + rank: this keeps them in 64 bits
+
+
 @config
 class TrainSection:
     steps: int = option(1000, help="Training iterations (one D phase and one G phase each).",
                         check=positive)
     batch_size: int = option(64, help="Images per iteration, summed over all processes.",
                              check=positive)
-    seed: int = option(0, help="Seeds weights, data order, latents and augmentation.")
+    seed: int = option(0, help="Seeds weights, data order, latents and augmentation.",
+                       check=in_range(0, MAX_SEED))
     micro_batches: int = option(1, help="Split each phase into this many micro-batches "
                                 "(gradient accumulation without accelerate.accumulate).",
                                 check=positive)
@@ -67,6 +71,12 @@ class TrainSection:
     progress: bool = option(True, help="Show a progress bar.")
     check_consistency: bool = option(True, help="Under several processes, compare parameters "
                                      "and buffers across ranks at each checkpoint.")
+    block_loss_weights: dict[str, float] = option(
+        factory=dict, help="Weight of each loss term that blocks record with memcore.add_loss, "
+        "by name (e.g. {commitment = 0.25}); terms not named here have weight 1.",
+        check=lambda weights: next((f"finite weights >= 0 (got {name} = {w})"
+                                    for name, w in weights.items()
+                                    if not (math.isfinite(w) and w >= 0)), None))
 
 
 @config
@@ -138,10 +148,7 @@ def read_toml(path: Path, _chain=()) -> dict:
         raise RecipeError([f"extends: circular chain {' -> '.join(str(p) for p in _chain + (path,))}"],
                           str(path))
     try:
-        with open(path, "rb") as fh:
-            data = tomli.load(fh)
-    except FileNotFoundError:
-        raise RecipeError([f"file not found: {path}"], str(path)) from None
+        data = tomli.loads(_read_text(path))
     except tomli.TOMLDecodeError as exc:
         raise RecipeError([f"not valid TOML: {exc}"], str(path)) from None
     base = data.pop("extends", None)
@@ -152,8 +159,33 @@ def read_toml(path: Path, _chain=()) -> dict:
         raise RecipeError([f"extends = {base!r}: expected a path or a list of paths"], str(path))
     merged: dict = {}
     for b in bases:
-        merged = deep_merge(merged, read_toml(path.parent / b, _chain + (path,)))
+        try:
+            merged = deep_merge(merged, read_toml(path.parent / b, _chain + (path,)))
+        except RecipeError as exc:  # say which line led there: the target may be a shared base
+            raise RecipeError([f"extends = {b!r}: {problem}" for problem in exc.problems],
+                              str(path)) from None
     return _absolutise_locals(deep_merge(merged, data), path.parent)
+
+
+def _read_text(path: Path) -> str:
+    """A recipe file's text: UTF-8 (a UTF-8 byte-order mark is allowed), else a clear error."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError([f"file not found: {path}"], str(path)) from None
+    except IsADirectoryError:
+        raise RecipeError([f"{path} is a folder, expected a recipe .toml file"], str(path)) from None
+    except OSError as exc:
+        raise RecipeError([f"cannot read {path}: {exc.strerror or exc}"], str(path)) from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE,
+                        codecs.BOM_UTF32_BE)):
+        raise RecipeError(["the file is UTF-16/UTF-32 encoded (byte-order mark); TOML files must "
+                           "be UTF-8: save it again as UTF-8"], str(path))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecipeError([f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                           "TOML files must be UTF-8: save it again as UTF-8"], str(path)) from None
 
 
 def _absolutise_locals(data: dict, folder: Path) -> dict:

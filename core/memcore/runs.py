@@ -89,6 +89,7 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     ``"key=value"`` strings as for ``--set``. A new run refuses a ``run.dir`` that holds an earlier
     run unless ``overwrite``. User mistakes raise :class:`memcore.MemcoreError`.
     """
+    from .preflight import preflight
     from .trainer import Trainer
     if resume is not None:
         resume_dir = Path(resume)
@@ -99,13 +100,15 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     else:
         resume_dir = None
         parsed, resolved = load_recipe(recipe, overrides)
+    dataset = preflight(parsed, str(recipe or resume_dir / "recipe.resolved.toml"),
+                        init_from=resume is None)
     if dry_run:
         print(dumps(resolved), end="")
         return None
     if resume_dir is None:
         rundir.check_new_run_dir(rundir.new_run_dir(parsed, recipe), parsed, overwrite)
     resume_from = _resume_point(resume_dir) if resume_dir else None
-    trainer = Trainer(parsed, resolved, Path("."), resume_from=resume_from)
+    trainer = Trainer(parsed, resolved, Path("."), resume_from=resume_from, dataset=dataset)
     trainer.run_dir = resume_dir or Path(dist.gather_object(str(rundir.new_run_dir(parsed, recipe)))[0])
     main = trainer.accelerator.is_main_process
     made = _start_run_dir(trainer, parsed, resolved, fresh=resume_dir is None, overwrite=overwrite)

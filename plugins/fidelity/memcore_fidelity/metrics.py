@@ -78,6 +78,7 @@ class FidelityMetric(memcore.Metric):
 
 class FID(FidelityMetric):
     metric = main = "fid"
+    values = ("fid",)
 
     def score(self, fake, real, protocol):
         from torch_fidelity.metric_fid import (KEY_METRIC_FID, fid_features_to_statistics,
@@ -90,6 +91,7 @@ class FID(FidelityMetric):
 
 class KID(FidelityMetric):
     metric = main = "kid"
+    values = ("kid", "kid_std")
 
     def score(self, fake, real, protocol):
         from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, \
@@ -111,6 +113,7 @@ class ISC(FidelityMetric):
     in-domain classifier score memoryGAN reports for Fashion-MNIST, named by its extractor."""
 
     metric = main = "isc"
+    values = ("isc", "isc_std")
     higher_is_better = True
     needs_real = False
     needs_logits = True
@@ -128,6 +131,7 @@ class PRC(FidelityMetric):
     """Improved precision and recall (Kynkaanniemi et al.); the F-score selects the best checkpoint."""
 
     metric, main = "prc", "f_score"
+    values = ("precision", "recall", "f_score")
     higher_is_better = True
 
     def score(self, fake, real, protocol):

@@ -20,6 +20,21 @@ import memcore
 from memcore import option
 
 
+class MFHLoss(memcore.Loss):
+    """An MFH term: it drives generator 'mfh' (hallucination from a real batch) and reads the
+    class logits of discriminator 'mfh', so other networks are refused when the run is built."""
+
+    def on_build(self, models) -> None:
+        from .networks import Discriminator, Generator
+        for role, net, cls in (("generator", models.G, Generator),
+                               ("discriminator", models.D, Discriminator)):
+            if not isinstance(net, cls):
+                raise memcore.MemcoreError(
+                    f"the MFH losses need {role}.kind = \"mfh\" (they call the MFH generator's "
+                    f"hallucination and read the MFH discriminator's class logits), got a "
+                    f"{type(net).__name__} from {type(net).__module__.split('.')[0]}")
+
+
 def mfh_pass(ctx) -> dict:
     """The phase's G and D outputs, computed once and shared by every MFH term of the pass."""
     return ctx.cached("mfh_pass", lambda: _compute_pass(ctx))
@@ -70,7 +85,7 @@ def adversarial_terms(d_real, d_fake, labels, phase: str, cls_weight: float):
     return gan + cls_weight * cls, gan, cls
 
 
-class Adversarial(memcore.Loss):
+class Adversarial(MFHLoss):
     phases = ("D", "G")
 
     def __call__(self, ctx):
@@ -83,9 +98,10 @@ class Adversarial(memcore.Loss):
 
 
 # -- eq. 8 -------------------------------------------------------------------------------------
-class Reconstruction(memcore.Loss):
-    """L_R = E‖x − G(f_cr, f_ci(x))‖₁ (mean per pixel); with nearest addressing, plus the
-    VQ codebook and commitment terms that update M by stop-gradient."""
+class Reconstruction(MFHLoss):
+    """L_R = E‖x − G(f_cr, f_ci(x))‖₁ (mean per pixel). With nearest addressing the memory adds
+    the VQ codebook and commitment terms to the G phase itself (``memcore.add_loss``, logged as
+    ``loss/G/mfh-vq``), whatever this term's weight."""
 
     phases = ("G",)
 
@@ -111,7 +127,7 @@ def diversity_loss(fake_a, fake_b, alpha: float, hinge: bool) -> torch.Tensor:
     return F.relu(alpha - distance).mean() if hinge else alpha - distance.mean()
 
 
-class Diversity(memcore.Loss):
+class Diversity(MFHLoss):
     phases = ("G",)
 
     def __call__(self, ctx):
@@ -138,7 +154,7 @@ def balance_loss(probs: torch.Tensor, over: str) -> torch.Tensor:
     return kl_to_uniform(probs.mean(0)) if over == "batch" else kl_to_uniform(probs).mean()
 
 
-class Balance(memcore.Loss):
+class Balance(MFHLoss):
     """L_cb on the addresser's soft probabilities softmax(R(f̃_ci)) (the one-hot π has a constant
     KL of log n and no gradient of its own)."""
 
