@@ -81,14 +81,11 @@ def oja_softmax_factors(keys: torch.Tensor, values: torch.Tensor,
     """The factors of the oja-softmax rule, one step at a time: W_{t-1}^T v_t is read from the
     factors so far (sum_s r_s (l_s . v_t)), so no canvas is materialised."""
     left = lrs * values                                                               # (..., T, S_v)
-    right = []
+    right = keys[..., :0, :]                                                          # (..., t, S_k)
     for t in range(keys.shape[-2]):
-        back = keys.new_zeros(keys[..., t, :].shape)
-        if right:
-            done = torch.stack(right, dim=-2)                                         # (..., t, S_k)
-            back = ((left[..., :t, :] @ values[..., t, :, None]) * done).sum(-2)      # W^T v
-        right.append((keys[..., t, :] - back).softmax(-1))
-    return left, torch.stack(right, dim=-2)
+        back = ((left[..., :t, :] @ values[..., t, :, None]) * right).sum(-2)         # W^T v
+        right = torch.cat([right, (keys[..., t, :] - back).softmax(-1)[..., None, :]], dim=-2)
+    return left, right
 
 
 def rank_one_factors(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor | None,
