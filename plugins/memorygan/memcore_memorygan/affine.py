@@ -113,7 +113,7 @@ def _mnist_folder(options: AffineMnistOptions) -> Path:
             "MNIST not found: set data.path or MEMCORE_MNIST to a folder holding "
             "train-images-idx3-ubyte.gz etc., or use the offline digit set with "
             "data.digits = \"opencv\" after `apt-get install opencv-doc` (download attempt "
-            f"failed: {type(exc).__name__}: {str(exc)[:120]})") from None
+            f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]})") from None
     return root / "MNIST" / "raw"
 
 

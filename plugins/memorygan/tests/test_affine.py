@@ -78,3 +78,16 @@ def test_bad_source_or_size_is_a_clear_error(tmp_path, monkeypatch, capsys, over
     assert main(["run", str(recipe), "--set", override]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_missing_mnist_names_the_keys_and_the_offline_digit_set(tmp_path, monkeypatch):
+    import torchvision.datasets
+    from memcore import MemcoreError
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    monkeypatch.delenv("MEMCORE_MNIST", raising=False)
+    monkeypatch.setenv("MEMCORE_CACHE", str(tmp_path))
+    with pytest.raises(MemcoreError, match=r"set data.path or MEMCORE_MNIST.*data.digits = \"opencv\""):
+        affine_mnist(AffineMnistOptions())
