@@ -107,6 +107,13 @@ def test_unreadable_embedded_recipe_is_a_clean_error(run, tmp_path, capsys, comm
     assert str(_last(run)) in err
 
 
+def test_resume_with_other_trainable_parameters_is_refused(run, capsys):
+    assert run_cli("run", "--resume", run, "--set", 'train.freeze=["G.stem"]',
+                   "--set", "train.steps=3") == 2
+    err = _err(capsys)
+    assert "the G optimizer state does not fit" in err and "train.freeze" in err
+
+
 def test_resume_removes_leftover_temporary_checkpoints(run, capsys):
     leftover = run / "checkpoints" / ".step-0000003.pt.tmp-4242"
     leftover.write_bytes(b"\0" * 1000)
@@ -117,16 +124,20 @@ def test_resume_removes_leftover_temporary_checkpoints(run, capsys):
 
 
 def _failing_save(monkeypatch, when):
-    """torch.save that writes a little, then fails as a full disk does (torch's own message)."""
+    """torch.save that writes a little, then fails as on a full disk (torch's own errors: the
+    write fails, then closing the zip fails while handling that)."""
     real = torch.save
 
     def save(obj, path, *args, **kwargs):
-        if when(str(path)):
-            with open(path, "wb") as fh:
-                fh.write(b"PK\3\4partial")
-            raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter "
-                               "failed writing file data/3: file write failed")
-        return real(obj, path, *args, **kwargs)
+        if not when(str(path)):
+            return real(obj, path, *args, **kwargs)
+        with open(path, "wb") as fh:
+            fh.write(b"PK\3\4partial")
+        try:
+            raise RuntimeError("basic_ios::clear: iostream error")
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2194112 "
+                               "vs 2194000")
     monkeypatch.setattr(torch, "save", save)
 
 
@@ -137,7 +148,7 @@ def test_failed_write_keeps_the_last_checkpoint_and_says_how_much_space(tmp_path
     with pytest.raises(MemcoreError) as info:
         checkpoint.save_atomic({"w": torch.zeros(2**18)}, good.with_name("step-0000004.pt"))
     message = str(info.value)
-    assert "file write failed" in message and "needs about 1.0 MB" in message and "free there" in message
+    assert "iostream error" in message and "needs about 1.0 MB" in message and "free there" in message
     assert f"the last good checkpoint {good} is kept" in message
     assert sorted(p.name for p in good.parent.iterdir()) == ["step-0000002.pt"]  # no tmp left
 

@@ -40,23 +40,36 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def _is_write_failure(exc: BaseException) -> bool:
-    # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError, without errno:
-    # "PytorchStreamWriter failed writing file ..." or "basic_ios::clear: iostream error".
-    text = str(exc)
-    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and (
-        "PytorchStreamWriter" in text or "iostream error" in text or "file write failed" in text))
+    # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError without errno
+    # ("basic_ios::clear: iostream error", then "[enforce fail at inline_container.cc] unexpected
+    # pos" while closing the file), so the whole chain is looked at.
+    markers = ("PytorchStreamWriter", "iostream error", "inline_container", "file write failed")
+    return any(isinstance(e, OSError) or (isinstance(e, RuntimeError)
+                                          and any(m in str(e) for m in markers))
+               for e in _chain(exc))
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, innermost last."""
+    out = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
 
 
 def _write_failure(path: Path, exc: BaseException, needed: int) -> str:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+    root = _chain(exc)[-1]  # the first failure: the later ones are torch cleaning up after it
+    reason = root.strerror if isinstance(root, OSError) and root.strerror else str(root).strip()
     try:
-        free = f"{_mb(shutil.disk_usage(path.parent).free)} free there"
+        free = shutil.disk_usage(path.parent).free
+        space = f"{_mb(free)} free there" + (": the disk is full" if free < needed else "")
     except OSError:
-        free = "free space unknown"
+        space = "free space unknown"
     kept = [p for p in checkpoints(path.parent.parent) if p != path]
     last = f"the last good checkpoint {kept[-1]} is kept" if kept else "no earlier checkpoint"
     return (f"cannot write checkpoint {path}: {reason.splitlines()[0][:200]}. It needs about "
-            f"{_mb(needed)} ({free}); {last}. Free some space, then "
+            f"{_mb(needed)} ({space}); {last}. Free some space, then "
             f"`memcore run --resume {path.parent.parent}`")
 
 

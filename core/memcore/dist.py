@@ -1,6 +1,8 @@
 """Small distributed facade: works unchanged with one process (no torch.distributed group)."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as tdist
 
@@ -11,6 +13,11 @@ def is_distributed() -> bool:
 
 def rank() -> int:
     return tdist.get_rank() if is_distributed() else 0
+
+
+def launch_rank() -> int:
+    """This process's rank, also before the process group exists (the launcher's ``RANK``)."""
+    return rank() if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:

@@ -88,8 +88,10 @@ def create_run_dir(run_dir: Path, resolved: dict, recipe: Recipe) -> Path | None
     made = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
     try:
         write_run_files(run_dir, resolved)
-    except OSError as exc:
+    except BaseException as exc:  # an interrupt too: no half-made run directory
         discard_run_dir(run_dir, made)
+        if not isinstance(exc, OSError):
+            raise
         raise MemcoreError(f"{where(recipe)}: cannot create the run directory {run_dir}: "
                            f"{exc.strerror or exc}"
                            f"{f' ({exc.filename})' if exc.filename else ''}") from None

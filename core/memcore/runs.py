@@ -130,18 +130,17 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
 def _resume_point(run_dir: Path) -> Path | None:
     """The checkpoint to continue from, after removing temporary files a failed write left; None
     (start again from step 0) for a run killed before its first checkpoint."""
-    if dist.is_main():
+    main = dist.launch_rank() == 0  # the process group does not exist yet
+    if main:
         for gone in checkpoint.clean_leftovers(run_dir):
             print(f"removed the leftover temporary checkpoint file {gone}", flush=True)
-    dist.barrier()
     if checkpoint.latest(run_dir) is not None:
         return checkpoint.resolve(run_dir)
-    if dist.is_main():
+    if main:
         gone = rundir.remove_run_files(run_dir, keep=("recipe.resolved.toml",))
         print(f"{run_dir} holds no checkpoint (the run stopped before its first one): starting it "
               f"again from step 0 in the same directory with its recipe.resolved.toml"
               + (f" (removed the earlier attempt's {', '.join(gone)})" if gone else ""), flush=True)
-    dist.barrier()
     return None
 
 

@@ -34,7 +34,7 @@ from .memory import commit_all, memories_in
 from .recipe import Recipe, dumps
 from .report import write_report
 from .rundir import plugin_versions
-from .step import StepContext, applies_to
+from .step import StepContext, applies_to, module_owners, recording_block_losses
 
 
 def make_accelerator(recipe: Recipe, find_unused: bool = False):
@@ -191,6 +191,7 @@ class Trainer:
             if isinstance(loss, nn.Module):
                 loss.to(self.device)
         self._trainable = {"G": params_G, "D": params_D}
+        self._owners = module_owners(self.models.G, self.models.D)  # for memcore.add_loss
         G.requires_grad_(False)
         D.requires_grad_(False)
 
@@ -227,7 +228,8 @@ class Trainer:
                               labels=labels_i, latent_generator=self.latent_generator,
                               device=self.device, memories=self.memories, recipe=self.recipe)
             sync_ctx = contextlib.nullcontext() if sync else self.accelerator.no_sync(trained)
-            with sync_ctx, self.accelerator.no_sync(other), self.accelerator.autocast():
+            with sync_ctx, self.accelerator.no_sync(other), self.accelerator.autocast(), \
+                    recording_block_losses(self._owners, phase) as recorded:
                 loss = 0.0
                 for term in terms:
                     value = term(ctx)
@@ -236,6 +238,8 @@ class Trainer:
                     scale = term.weight * (term.every if term.every > 1 else 1)
                     loss = loss + value.float() * scale
                     ctx.log(f"loss/{pass_name}/{type(term).__name__}", value)
+                if pass_name == phase:  # blocks' terms join the main pass, never a lazy one
+                    loss = self._add_block_losses(loss, recorded.terms(), ctx)
                 if not isinstance(loss, torch.Tensor):
                     continue
                 self._check_finite(loss, pass_name)
@@ -249,6 +253,15 @@ class Trainer:
         self._set_trainable("none")
         for m in self.models.modules_with("after_phase"):
             m.after_phase(self._ctx_info(phase, pass_name))
+
+    def _add_block_losses(self, loss, terms: dict, ctx):
+        """The terms the trained network's modules recorded with memcore.add_loss, each scaled
+        by its train.block_loss_weights entry (default 1) and logged by name."""
+        weights = self.recipe.train.block_loss_weights
+        for name, value in terms.items():
+            loss = loss + value * weights.get(name, 1.0)
+            ctx.log(f"loss/{ctx.pass_name}/{name}", value)
+        return loss
 
     def _ctx_info(self, phase, pass_name):
         return StepContext(phase=phase, pass_name=pass_name, step=self.step,
@@ -523,9 +536,16 @@ class Trainer:
         for loss, sd in zip(m.losses, state.get("losses", [])):
             if sd is not None and isinstance(loss, nn.Module):
                 loss.load_state_dict(sd)
-        if self.opt_G is not None and state["optim"]["G"] is not None:
-            self.opt_G.load_state_dict(state["optim"]["G"])
-        self.opt_D.load_state_dict(state["optim"]["D"])
+        for role, opt in (("G", self.opt_G), ("D", self.opt_D)):
+            saved = state["optim"].get(role)
+            if opt is None or saved is None:
+                continue
+            try:
+                opt.load_state_dict(saved)
+            except ValueError as exc:  # other parameter groups: train.freeze changed
+                raise MemcoreError(f"{source}: the {role} optimizer state does not fit ({exc}); "
+                                   "train.freeze or the trainable parameters changed since the "
+                                   "checkpoint was written") from None
         if self.accelerator.scaler is not None and state.get("scaler"):
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.stream.load_state_dict(state["data"])
