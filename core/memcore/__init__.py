@@ -19,7 +19,7 @@ _LAZY = {
                   "to_float", "to_uint8"),
     "memory": ("Memory", "slot_statistics"),
     "blocks": ("BlockOptions", "BlockSlots"),
-    "step": ("StepContext",),
+    "step": ("StepContext", "add_loss"),
     "runs": ("LoadedRun", "load_run", "train"),
     "evaluation": ("ImageSession", "MetricSession", "score_images"),
     "build": ("build_component",),
@@ -43,6 +43,6 @@ __all__ = [
     "in_range", "each", "slot", "BuildContext", "Generator", "Discriminator", "Loss", "LossOptions",
     "Metric", "MetricOptions", "DatasetOptions", "ImageDataset", "Models", "logits_of",
     "to_float", "to_uint8", "Memory", "slot_statistics", "BlockOptions", "BlockSlots",
-    "StepContext", "LoadedRun", "load_run", "train", "MetricSession", "ImageSession",
+    "StepContext", "add_loss", "LoadedRun", "load_run", "train", "MetricSession", "ImageSession",
     "score_images", "build_component", "load_tensors", "load_numpy_pickle", "dist",
 ]

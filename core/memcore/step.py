@@ -7,9 +7,12 @@ stylegan2-ada, and DDP sees one forward); G runs under ``no_grad`` there.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+import contextvars
+from typing import Any, Iterator, Mapping
 
 import torch
+from torch import nn
 
 
 AUGMENT_TARGETS = ("all", "real")
@@ -126,3 +129,62 @@ class StepContext:
     def log(self, name: str, value) -> None:
         """Record a value for the log line (averaged over the logging interval)."""
         self.logs[name] = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(value)
+
+
+# -- loss terms from blocks ---------------------------------------------------------------------
+_recorder: contextvars.ContextVar["BlockLosses | None"] = contextvars.ContextVar(
+    "memcore_block_losses", default=None)
+
+
+def add_loss(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Record a loss term computed inside ``module``'s forward (a VQ commitment, a
+    load-balancing term, a memory's regulariser) for the step being trained.
+
+    The trainer adds ``value * train.block_loss_weights[name]`` (default weight 1) to the loss of
+    the phase that trains the network holding ``module`` — a term of a block in G joins the G
+    phase, one in D the D phase; terms recorded while the other network runs, in lazy passes,
+    or outside training (sampling, evaluation, contract checks) are dropped. Several forwards of
+    one module in a pass (two D calls with ``train.d_batches = "separate"``) give the mean of
+    its values; terms of different modules under one name add up. The log has
+    ``loss/<pass>/<name>``. Under DDP and micro-batches the term is part of each micro-batch's
+    loss, so it is averaged and all-reduced like every other term.
+    """
+    recorder = _recorder.get()
+    if recorder is not None:
+        recorder.add(module, name, value)
+
+
+class BlockLosses:
+    """What the modules of one network recorded with :func:`add_loss` during one pass."""
+
+    def __init__(self, owners: Mapping[int, str], trained: str):
+        self.owners, self.trained = owners, trained
+        self._values: dict[tuple[int, str], list[torch.Tensor]] = {}
+
+    def add(self, module: nn.Module, name: str, value: torch.Tensor) -> None:
+        if self.owners.get(id(module)) == self.trained:
+            self._values.setdefault((id(module), name), []).append(value)
+
+    def terms(self) -> dict[str, torch.Tensor]:
+        """``name -> value``: the mean over one module's calls, summed over modules."""
+        out: dict[str, torch.Tensor] = {}
+        for (_, name), values in self._values.items():
+            mean = torch.stack([v.float().reshape(()) for v in values]).mean()
+            out[name] = out[name] + mean if name in out else mean
+        return out
+
+
+def module_owners(G: nn.Module, D: nn.Module) -> dict[int, str]:
+    """``id(module) -> "G" | "D"`` for every module of the two networks (unwrapped)."""
+    return {id(m): role for role, net in (("G", G), ("D", D)) for m in net.modules()}
+
+
+@contextlib.contextmanager
+def recording_block_losses(owners: Mapping[int, str], trained: str) -> Iterator[BlockLosses]:
+    """While active, :func:`add_loss` records the terms of the ``trained`` network's modules."""
+    recorder = BlockLosses(owners, trained)
+    token = _recorder.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _recorder.reset(token)

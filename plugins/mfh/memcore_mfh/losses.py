@@ -109,7 +109,7 @@ class Reconstruction(MFHLoss):
         p = mfh_pass(ctx)
         l1 = (ctx.real - p["recon"]).abs().mean()
         ctx.log("mfh/recon_l1", l1)
-        return l1 + p["vq_loss"]
+        return l1
 
 
 # -- eq. 9 -------------------------------------------------------------------------------------

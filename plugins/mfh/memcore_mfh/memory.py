@@ -69,8 +69,10 @@ class CIMemory(memcore.Memory):
             distance = torch.cdist(query, self.slots)                        # (B, n)
             index = distance.argmin(-1)
             chosen = self.slots[index]
-            # VQ-VAE: the codebook term moves M, the commitment term the encoder (β = 0.25)
+            # VQ-VAE: the codebook term moves M, the commitment term the encoder (β = 0.25);
+            # a loss of the G phase (weight train.block_loss_weights["mfh-vq"], default 1)
             extra = F.mse_loss(chosen, query.detach()) + 0.25 * F.mse_loss(query, chosen.detach())
+            memcore.add_loss(self, "mfh-vq", extra)
             f_ci = query + (chosen - query).detach()
             pi = F.one_hot(index, self.num_slots).float()
             probs = (-distance).softmax(-1)
