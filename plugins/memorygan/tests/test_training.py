@@ -46,6 +46,8 @@ def test_full_recipe_trains_and_saves_the_memory_once(tmp_path, monkeypatch):
     ("cifar10-memorygan.toml", TINY_D + ["--set", "generator.key_dim=16", "--set", "data.kind=fashion-mnist",
                                          "--set", "data.resolution=32",  # the ResNets are 32 px
                                          "--set", "generator.inner.width=8"]),
+    ("cifar10-no-mcgn.toml", TINY_D + ["--set", "data.kind=fashion-mnist", "--set", "data.resolution=32",
+                                       "--set", "generator.inner.width=8"]),
 ])
 def test_ablation_and_cifar_recipes_train(tmp_path, monkeypatch, recipe, extra):
     run_dir, state = run(tmp_path, monkeypatch, recipe, *extra)
