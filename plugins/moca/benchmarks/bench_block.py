@@ -28,7 +28,9 @@ def block(paths, channels, res, cells, size, softmax="joint"):
 
 
 def per_column(b, x):
-    """Algorithm 1 as written: one column at a time (the memory part), then SA, then O."""
+    """Algorithm 1's loop, one column at a time (the memory part), then SA, then O; with the
+    joint softmax (the authors' lsGAN code) of the blocks it is timed against, not the paper's
+    two softmaxes, so that both give the same output."""
     bsz, c, h, w = x.shape
     q = b.theta(x).flatten(2)
     k, v = b.phi(x).flatten(2), b.psi(x).flatten(2)
