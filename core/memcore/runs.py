@@ -111,9 +111,10 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     trainer = Trainer(parsed, resolved, Path("."), resume_from=resume_from, dataset=dataset)
     trainer.run_dir = resume_dir or Path(dist.gather_object(str(rundir.new_run_dir(parsed, recipe)))[0])
     main = trainer.accelerator.is_main_process
-    made = _start_run_dir(trainer, parsed, resolved, fresh=resume_dir is None, overwrite=overwrite)
-    start = trainer.step
+    made, start = None, trainer.step
     try:
+        made = _start_run_dir(trainer, parsed, resolved, fresh=resume_dir is None,
+                              overwrite=overwrite)
         result = trainer.train()
     except BaseException:
         if main and resume_dir is None and trainer.step == start:  # not one step trained
@@ -165,7 +166,6 @@ def _start_run_dir(trainer, parsed, resolved, fresh: bool, overwrite: bool) -> P
         except MemcoreError as exc:
             failure = exc
     if dist.any_rank(failure is not None, device=trainer.device):
-        trainer.close()
         raise failure or MemcoreError("the main process could not create the run directory")
     if trainer.accelerator.is_main_process:
         what = f"resume from step {trainer.step}" if not fresh else \
