@@ -18,6 +18,8 @@ def memcore_register_components(registry):
 
 @hookimpl
 def memcore_add_commands(commands):
-    from .kit import scaffold
+    from .kit import check, scaffold
     commands.add("new-plugin", "Create a pip-installable memcore-NAME plugin package that works "
                  "as generated.", scaffold.configure, scaffold.command)
+    commands.add("check", "Run a component's contract checks, each printed with pass or fail.",
+                 check.configure, "memcore.kit.check:command")

@@ -17,6 +17,7 @@ as the trainer does, so they test the plugin and not a re-implementation of the 
 """
 from __future__ import annotations
 
+import contextvars
 import copy
 import random
 from contextlib import contextmanager
@@ -31,9 +32,9 @@ from .. import dist
 from ..memory import Memory, SYNC_POLICIES, WRITE_POINTS
 from ..protocols import BuildContext, Generator, Models, logits_of
 
-__all__ = ["ContractViolation", "check_memory", "check_memory_distributed", "check_block",
-           "check_generator", "check_discriminator", "check_loss", "check_dataset",
-           "check_metric", "factory_of"]
+__all__ = ["ContractViolation", "check_memory", "check_memory_distributed", "check_distributed",
+           "check_block", "check_generator", "check_discriminator", "check_loss",
+           "check_dataset", "check_metric", "factory_of", "observing"]
 
 
 class ContractViolation(AssertionError):
@@ -49,6 +50,22 @@ def _require(ok, detail: str) -> None:
         raise _Broken(detail)
 
 
+# Called as observer(kind, name, None) when a contract holds, (kind, name, message) when it
+# breaks: `memcore check` prints each contract as it is decided.
+_observer: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
+    "memcore_contract_observer", default=None)
+
+
+@contextmanager
+def observing(observer: Callable[[str, str, str | None], None]):
+    """Report every contract decided inside the block to ``observer``."""
+    token = _observer.set(observer)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
+
+
 @contextmanager
 def _contract(kind: str, name: str):
     """Every failure inside, expected or not, is reported as a broken ``name`` contract."""
@@ -56,11 +73,14 @@ def _contract(kind: str, name: str):
         yield
     except ContractViolation:
         raise
-    except _Broken as exc:
-        raise ContractViolation(f"{kind} contract '{name}' broken: {exc}") from None
     except Exception as exc:
-        raise ContractViolation(f"{kind} contract '{name}' broken: {type(exc).__name__}: {exc}") \
-            from exc
+        detail = str(exc) if isinstance(exc, _Broken) else f"{type(exc).__name__}: {exc}"
+        violation = ContractViolation(f"{kind} contract '{name}' broken: {detail}")
+        if _observer.get() is not None:
+            _observer.get()(kind, name, detail)
+        raise violation from (None if isinstance(exc, _Broken) else exc)
+    if _observer.get() is not None:
+        _observer.get()(kind, name, None)
 
 
 # -- building -------------------------------------------------------------------------------
@@ -471,6 +491,12 @@ def check_memory(memory, inputs, *, read_shape: tuple | None = None, differentia
         check_memory_distributed(memory, inputs, seed=seed)
 
 
+_DIVERGENCE_CAUSE = ("Every rank wrote the same gathered rows, so the likely cause is randomness "
+                     "not drawn from write()'s generator argument (a generator seeded per "
+                     "process, torch's global RNG, which the trainer seeds per rank, Python's "
+                     "random), or rows written without stage()")
+
+
 def _memory_on_rank(memory, inputs, seed: int, steps: int) -> dict:
     m = _maker(memory)(seed)
     m.train()
@@ -502,12 +528,56 @@ def check_memory_distributed(memory, inputs, *, nproc: int = 2, seed: int = 0, s
         for rank, r in enumerate(results[1:], 1):
             diff = _differences(results[0]["state"], r["state"])
             _require(not diff, f"after {steps} gathered writes rank {rank} differs from rank 0 in "
-                     f"{diff} (sync = {results[0]['sync']!r}). Every rank wrote the same gathered "
-                     "rows, so the likely cause is randomness not drawn from write()'s generator "
-                     "argument (a generator seeded per process, torch's global RNG, which the "
-                     "trainer seeds per rank, Python's random), or rows written without stage()")
+                     f"{diff} (sync = {results[0]['sync']!r}). {_DIVERGENCE_CAUSE}")
         _require(int(results[0]["state"]["write_count"]) == steps,
                  f"write_count {int(results[0]['state']['write_count'])} after {steps} commits")
+
+
+def _registered_on_rank(kind: str, name: str, options: dict, build: dict, plugin_files: dict,
+                        seed: int, steps: int) -> dict:
+    """On one rank: the registered component, trained ``steps`` forwards on this rank's inputs
+    with every memory committed, and its memories' state."""
+    from ..registry import get_registry
+    registry = get_registry()
+    for plugin, path in plugin_files.items():  # one-off plugin files the parent had loaded
+        if plugin not in registry.plugins:
+            registry.load_file(path, plugin)
+    module = factory_of(kind, name, options, seed=seed, **build)()
+    module.train()
+    gen = torch.Generator().manual_seed(seed + 7919 * dist.rank())
+    for step in range(steps):
+        torch.manual_seed(seed + step)
+        if kind == "generator":
+            module(**module.sample_latent(2, gen, "cpu"))
+        else:
+            module(torch.rand(2, build["channels"], build["resolution"], build["resolution"],
+                              generator=gen) * 2 - 1)
+        _commit_all(module)
+    return {"sync": {n: m.sync for n, m in _memories(module).items()},
+            "state": _memory_state(module)}
+
+
+def check_distributed(kind: str, name: str, options: Mapping | None = None, *, nproc: int = 2,
+                      resolution: int = 8, channels: int = 8, blocks=(), seed: int = 0,
+                      steps: int = 2, timeout: float = 300) -> None:
+    """``gathered-writes-identical`` for the memories inside a registered block, generator or
+    discriminator: on ``nproc`` gloo processes fed different inputs, every memory whose sync is
+    ``"gather"`` or ``"rank0"`` holds identical state on every rank after its writes. One-off
+    plugin files loaded here are loaded in the processes too."""
+    from ..registry import get_registry
+    from .distributed import run_distributed
+    files = {p.name: p.module for p in get_registry().plugins.values()
+             if p.status == "ok" and p.name.startswith("local:")}
+    build = {"resolution": resolution, "channels": channels, "blocks": tuple(blocks)}
+    results = run_distributed(_registered_on_rank, nproc=nproc, timeout=timeout,
+                              args=(kind, name, dict(options or {}), build, files, seed, steps))
+    with _contract(kind, "gathered-writes-identical"):
+        shared = [n for n, sync in results[0]["sync"].items() if sync != "local"]
+        for rank, r in enumerate(results[1:], 1):
+            diff = [k for k in _differences(results[0]["state"], r["state"])
+                    if any(k.startswith(n + ".") for n in shared)]
+            _require(not diff, f"after {steps} gathered writes rank {rank} differs from rank 0 in "
+                     f"{diff}. {_DIVERGENCE_CAUSE}")
 
 
 # -- Block ----------------------------------------------------------------------------------
