@@ -253,3 +253,27 @@ def test_second_signal_never_saves_a_half_finished_step(reference, tmp_path, mon
     assert run_cli("run", "--resume", run) == 0
     _assert_same(_state(run / "checkpoints" / "step-0000004.pt"),
                  _state(reference / "checkpoints" / "step-0000004.pt"))
+
+
+def test_nproc_passes_sigterm_to_the_launcher_and_waits_for_it():
+    from memcore.cli import _wait_passing_on_sigterm
+    from memcore.errors import Interrupted
+
+    class Launcher:
+        def __init__(self, outcomes):
+            self.outcomes, self.sent = iter(outcomes), []
+
+        def wait(self):
+            outcome = next(self.outcomes)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        def send_signal(self, signum):
+            self.sent.append(signum)
+
+    term = Launcher([Interrupted(signal.SIGTERM), 1])
+    assert _wait_passing_on_sigterm(term) == 143 and term.sent == [signal.SIGTERM]
+    ctrl_c = Launcher([KeyboardInterrupt(), 1])  # the terminal sent it to the workers already
+    assert _wait_passing_on_sigterm(ctrl_c) == 130 and ctrl_c.sent == []
+    assert _wait_passing_on_sigterm(Launcher([0])) == 0

@@ -62,7 +62,23 @@ def _relaunch(args) -> int:
     del argv[i:i + 2]
     cmd = [sys.executable, "-m", "memcore.launch", "--standalone",
            f"--nproc_per_node={args.nproc}", "-m", "memcore"] + argv
-    return subprocess.call(cmd)
+    return _wait_passing_on_sigterm(subprocess.Popen(cmd))
+
+
+def _wait_passing_on_sigterm(proc) -> int:
+    """Wait for the launcher until it ends, whatever signals arrive meanwhile. A SIGTERM sent
+    to this process alone is passed on (the launcher passes it to the workers); Ctrl-C reached
+    them all already through the terminal. An interrupted run exits 128 + the signal."""
+    import signal
+    signum = None
+    while True:
+        try:
+            code = proc.wait()
+            return 128 + signum if signum and code else code
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            if signum == signal.SIGTERM:
+                proc.send_signal(signum)
 
 
 def cmd_run(args) -> int:

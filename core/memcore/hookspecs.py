@@ -41,6 +41,8 @@ def memcore_add_commands(commands):
 
     ``commands.add(name, help, configure, handler)``: ``configure(parser)`` adds arguments to an
     ``argparse`` parser, ``handler(args) -> int`` runs the command and returns its exit status.
+    Called at every start-up: keep ``configure`` in a light module and pass ``handler`` as a
+    ``"module:attr"`` string when its module imports torch, so it is imported only when it runs.
     """
 
 

@@ -92,6 +92,14 @@ def _resolve(target, what, plugin):
                           f"{type(exc).__name__}: {exc}") from exc
 
 
+def deferred(target, what: str, plugin: str) -> Callable:
+    """``target`` itself when it is callable; for a ``"module:attr"`` string, a function that imports
+    it on each call (modules are cached), so registering it costs no import at start-up."""
+    if not isinstance(target, str):
+        return target
+    return lambda *args, **kwargs: _resolve(target, what, plugin)(*args, **kwargs)
+
+
 def did_you_mean(name: str, candidates) -> str:
     close = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""

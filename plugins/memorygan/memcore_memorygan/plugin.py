@@ -31,8 +31,18 @@ def memcore_register_components(registry):
                  "at random in 40 x 40 (MNIST idx files, or opencv-doc's digits offline).")
 
 
+def viz_args(parser) -> None:
+    """``memcore viz memorygan``'s arguments (here, so start-up does not import ``viz``)."""
+    parser.add_argument("run", help="Run directory of a memoryGAN run.")
+    parser.add_argument("--out", help="Output folder (default: RUN/viz-memorygan).")
+    parser.add_argument("--images", type=int, default=512, help="Held-out images for the likelihood.")
+    parser.add_argument("--rows", type=int, default=6, help="Images shown in posteriors.png.")
+    parser.add_argument("--grid", type=int, default=8, help="Side of the interpolation grids.")
+    parser.add_argument("--dcgan", help="A -Memory (DCGAN) run for the z-interpolation grid.")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 @memcore.hookimpl
 def memcore_add_commands(commands):
-    from .viz import configure, run
     commands.add_viz("memorygan", "memoryGAN figures from a run: prior, posteriors, likelihood, "
-                     "interpolations.", configure, run)
+                     "interpolations.", viz_args, f"{_P}.viz:run")

@@ -23,17 +23,8 @@ from memcore import MemcoreError
 from .networks import DMN, DMNOptions
 
 
-def configure(parser) -> None:
-    parser.add_argument("run", help="Run directory of a memoryGAN run.")
-    parser.add_argument("--out", help="Output folder (default: RUN/viz-memorygan).")
-    parser.add_argument("--images", type=int, default=512, help="Held-out images for the likelihood.")
-    parser.add_argument("--rows", type=int, default=6, help="Images shown in posteriors.png.")
-    parser.add_argument("--grid", type=int, default=8, help="Side of the interpolation grids.")
-    parser.add_argument("--dcgan", help="A -Memory (DCGAN) run for the z-interpolation grid.")
-    parser.add_argument("--seed", type=int, default=0)
-
-
 def run(args) -> int:
+    """The command's handler; its arguments are set up in ``plugin.viz_args``."""
     run_dir = Path(args.run)
     checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
     if not checkpoints:

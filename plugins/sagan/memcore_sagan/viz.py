@@ -16,20 +16,7 @@ import memcore
 from .attention import record_attention
 from .runs import load_networks
 
-HELP = "Overlay where each self-attention layer looks for chosen query points of generated images."
 COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#a65628")
-
-
-def configure(p) -> None:
-    p.add_argument("run", help="Run directory or checkpoint file.")
-    p.add_argument("--step", type=int, help="Checkpoint step (default: the latest).")
-    p.add_argument("--n", type=int, default=2, help="Generated images (rows).")
-    p.add_argument("--points", nargs="+", default=["0.3,0.3", "0.5,0.7"], metavar="Y,X",
-                   help="Query points as fractions of the image side (row,column), e.g. 0.25,0.5.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nets", choices=["G", "D", "both"], default="both")
-    p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
-    p.add_argument("--out", default="attention.png")
 
 
 def parse_points(texts) -> list[tuple[float, float]]:
