@@ -26,6 +26,7 @@ from torch import nn
 
 from .config import config, option, positive
 from .errors import RecipeError
+from .registry import make_component
 
 
 @config
@@ -41,7 +42,6 @@ class BlockSlots(nn.Module):
         super().__init__()
         self.resolutions = dict(channels_at)
         self.stages = nn.ModuleDict()
-        from .build import make_component
         problems = []
         for i, spec in enumerate(blocks):
             at = getattr(spec.options, "at", None)

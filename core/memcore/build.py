@@ -11,20 +11,8 @@ from .errors import MemcoreError, RecipeError
 from .memory import Memory, SYNC_POLICIES, WRITE_POINTS
 from .protocols import BuildContext, Models
 from .recipe import Recipe
-from .registry import get_registry
+from .registry import make_component
 from .step import AUGMENT_TARGETS, applies_to
-
-
-def make_component(kind: str, spec, ctx: BuildContext):
-    """``factory(options, ctx)`` of a recipe component; a failure names the component's plugin."""
-    entry = get_registry().get(kind, spec.kind)
-    try:
-        return entry.load_factory()(spec.options, ctx)
-    except (MemcoreError, RecipeError):
-        raise
-    except Exception as exc:
-        raise MemcoreError(f"{ctx.role} '{spec.kind}' (plugin '{entry.plugin}') failed to build: "
-                           f"{type(exc).__name__}: {exc}") from exc
 
 
 def build_component(kind: str, table: dict, ctx: BuildContext | None = None, where: str = ""):

@@ -135,9 +135,8 @@ class Registry:
         if kind not in KINDS:
             raise PluginError(f"plugin '{plugin}' registers unknown kind '{kind}'"
                               f"{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
-        if config is None:
-            from .config import NoOptions
-            config = NoOptions
+        if config is None:  # by name, as plugins register: config stands above the registry
+            config = "memcore.config:NoOptions"
         key = (kind, name)
         if key in self.entries:
             other = self.entries[key].plugin
@@ -283,6 +282,19 @@ class Registry:
             if k == kind:
                 out[name] = f"registered by several plugins ({', '.join(plugins)}); disable all but one"
         return out
+
+
+def make_component(kind: str, spec, ctx):
+    """``factory(options, ctx)`` of a recipe component (``spec`` has ``kind`` and ``options``,
+    ``ctx`` is a BuildContext); a failure names the component and its plugin."""
+    entry = get_registry().get(kind, spec.kind)
+    try:
+        return entry.load_factory()(spec.options, ctx)
+    except MemcoreError:
+        raise
+    except Exception as exc:
+        raise MemcoreError(f"{ctx.role} '{spec.kind}' (plugin '{entry.plugin}') failed to build: "
+                           f"{type(exc).__name__}: {exc}") from exc
 
 
 _registry: Registry | None = None
