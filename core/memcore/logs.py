@@ -27,7 +27,7 @@ class RunLog:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                             smoothing=0.1)
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() - _last_time(run_dir)  # a resumed run's clock continues
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -81,6 +81,11 @@ def read_log(run_dir: Path, name: str = "log.jsonl") -> list[dict]:
                                f"({line[:60]!r}); move the file away or choose another run.dir")
         records.append(record)
     return records
+
+
+def _last_time(run_dir: Path) -> float:
+    """The ``time`` of the log's last record: 0 for a new run, where a resumed one continues."""
+    return float(next((r["time"] for r in reversed(read_log(run_dir)) if "time" in r), 0.0))
 
 
 def torn_last_line(run_dir: Path, name: str = "log.jsonl") -> bool:
