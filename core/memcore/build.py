@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import attrs
 import torch
@@ -30,8 +31,11 @@ def build_dataset(recipe: Recipe):
 
 
 def base_context(recipe: Recipe, dataset) -> BuildContext:
+    t = recipe.train
+    # the launcher's WORLD_SIZE: the process group may not exist yet when networks are built
+    per_process = t.batch_size // max(1, int(os.environ.get("WORLD_SIZE", "1"))) // t.micro_batches
     return BuildContext(resolution=dataset.resolution, channels=dataset.channels,
-                        num_classes=dataset.num_classes, seed=recipe.train.seed)
+                        num_classes=dataset.num_classes, seed=t.seed, batch_size=per_process)
 
 
 def build_network(recipe: Recipe, dataset, role: str) -> nn.Module:

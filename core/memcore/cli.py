@@ -168,12 +168,37 @@ def cmd_show(args) -> int:
     print(f"{kind}:{name} — {entry.help} (plugin '{entry.plugin}')\n")
     for opt, t, default, help_text in describe_options(cls):
         print(f"  {opt:<18} {t:<24} default {default}\n      {help_text}")
+    if kind in ("generator", "discriminator"):
+        print(block_slots_text(kind, name))
     section, array = {"generator": ("generator", False), "discriminator": ("discriminator", False),
                       "dataset": ("data", False), "augment": ("augment", False),
                       "loss": ("losses", True), "metric": ("metrics", True),
                       "block": ("generator.blocks", True)}.get(kind, (f"{kind}", False))
-    print("\n# TOML\n" + toml_table(section, {"kind": name, **defaults_of(cls)}, array), end="")
+    table = {"kind": name, **defaults_of(cls)}
+    if kind == "block":  # `at` is required: a slot of the quickstart's generator, so pasting works
+        table["at"] = example_block_position()
+    print("\n# TOML\n" + toml_table(section, table, array), end="")
     return 0
+
+
+def block_slots_text(kind: str, name: str) -> str:
+    """Where blocks can go, per data shape: ``at`` values with the channels a block sees there."""
+    from .preflight import offered_slots
+    found = offered_slots(kind, name)
+    if not found:
+        return f"\n  block slots: none ({kind} '{name}' takes no [[{kind}.blocks]])"
+    lines = [f"\n  block slots ([[{kind}.blocks]] at = resolution; channels there), default options:"]
+    for (resolution, channels), slots in found.items():
+        shown = ", ".join(f"{at} ({c} ch)" for at, c in slots.items())
+        lines.append(f"    {resolution} px x {channels} data: {shown}")
+    return "\n".join(lines)
+
+
+def example_block_position() -> int:
+    """A block position that validates in the quickstart recipe (dcgan on 28 px Fashion-MNIST)."""
+    from .preflight import offered_slots
+    slots = offered_slots("generator", "dcgan").get((28, 1), {14: 0})
+    return sorted(slots)[len(slots) // 2]
 
 
 def toml_table(path: str, table: dict, array: bool = False) -> str:

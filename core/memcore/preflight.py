@@ -258,3 +258,32 @@ def value_names(spec, metric) -> list[str]:
     extractor = getattr(spec.options, "extractor", None)
     kind = getattr(extractor, "kind", None)
     return names + [f"{n}@{kind}" for n in names] if kind else names
+
+
+# -- block slots, for `memcore show` ------------------------------------------------------------
+SHOWN_RESOLUTIONS = ((28, 1), (32, 3), (64, 3), (128, 3))
+
+
+def offered_slots(kind: str, name: str) -> dict[tuple[int, int], dict[int, int]]:
+    """``{(resolution, channels): {slot resolution: channels}}`` of a backbone with its default
+    options, built on the meta device for data of each shape in ``SHOWN_RESOLUTIONS`` that it
+    supports (a shape it refuses is left out)."""
+    from .blocks import BlockSlots
+    from .config import slot, structure
+    from .protocols import BuildContext
+    spec = structure({"kind": name}, slot(kind), source=f"{kind}:{name}")
+    out = {}
+    for resolution, channels in SHOWN_RESOLUTIONS:
+        ctx = BuildContext(resolution=resolution, channels=channels, role=kind)
+        try:
+            with torch.device("meta"):
+                net = make_component(kind, spec, ctx)
+        except Exception:  # this data shape is not one the backbone supports
+            continue
+        slots = {}
+        for m in net.modules() if isinstance(net, nn.Module) else ():
+            if isinstance(m, BlockSlots):
+                slots.update(m.resolutions)
+        if slots:
+            out[(resolution, channels)] = dict(sorted(slots.items()))
+    return out

@@ -32,6 +32,7 @@ class BuildContext:
     role: str = ""           # "generator", "discriminator", "loss", ...
     blocks: tuple = ()       # [[<role>.blocks]] components for backbones
     seed: int = 0
+    batch_size: int = 0      # images per network call on a real batch in training, per process
     _slots_used: bool = False
 
     def block_slots(self, channels_at: Mapping[int, int]) -> "BlockSlots":

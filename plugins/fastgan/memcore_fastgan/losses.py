@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import memcore
-from memcore import logits_of, non_negative, option
+from memcore import in_range, logits_of, non_negative, option
 
 
 @memcore.config
@@ -22,8 +22,8 @@ class FastganLossOptions(memcore.LossOptions):
         "offline).")
     reconstruction_weight: float = option(1.0, help="Multiplier of the reconstruction terms.",
                                           check=non_negative)
-    margin_low: float = option(0.8, help="Random hinge margin u ~ U(margin_low, 1).",
-                               check=non_negative)
+    margin_low: float = option(0.8, help="Random hinge margin u ~ U(margin_low, 1): at most the "
+                               "high margin 1.", check=in_range(0.0, 1.0))
 
 
 class FastganLoss(memcore.Loss):

@@ -35,6 +35,10 @@ def _check_resolution(resolution: int) -> None:
                                    f"dataset gives {resolution} (set data.resolution)")
 
 
+def power_of_two(v):
+    return None if 1 <= v <= 1024 and not v & (v - 1) else "a power of two up to 1024 (1: no SLE)"
+
+
 def sn_conv(*args, **kwargs):
     """Spectral-normalised conv with FastGAN's N(0, 0.02) init."""
     conv = nn.Conv2d(*args, **kwargs)
@@ -100,7 +104,8 @@ class GeneratorOptions:
                         check=positive)
     max_width: int = option(1024, help="Cap on channels per stage.", check=positive)
     sle_span: int = option(16, help="SLE connects stage r to stage sle_span·r (FastGAN 16: 4->64, "
-                           "8->128, ...; 4 suits 32 px: 4->16, 8->32).", check=positive)
+                           "8->128, ...; 4 suits 32 px: 4->16, 8->32; 1: no SLE).",
+                           check=power_of_two)
     noise: bool = option(True, help="Noise injection in the comp up-blocks (upstream FastGAN; the "
                          "MoCA fork disables it).")
     output: Literal["tanh", "none"] = option("tanh", help="Output activation (FastGAN has none "
@@ -191,8 +196,8 @@ class DiscriminatorOptions:
                         check=positive)
     max_width: int = option(1024, help="Cap on channels per stage.", check=positive)
     sle_span: int = option(8, help="Excitation from stage r into stage r / sle_span of the big "
-                           "path (FastGAN: 8, e.g. 128->16; 4 suits 32 px: 32->8).",
-                           check=positive)
+                           "path (FastGAN: 8, e.g. 128->16; 4 suits 32 px: 32->8; 1: no SLE).",
+                           check=power_of_two)
     decoder_width: int = option(32, help="Channels of the reconstruction decoders.",
                                 check=positive)
 

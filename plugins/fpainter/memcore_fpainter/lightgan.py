@@ -102,6 +102,11 @@ class LightGAN(memcore.Discriminator):
             raise memcore.MemcoreError(f"discriminator 'lightgan': resolution {ctx.resolution} "
                                        f"must halve at least twice down to >= discriminator."
                                        f"last_side = {o.last_side} px")
+        missing = [side for side in o.attention_at if side not in sides[:-1]]
+        if missing:
+            raise memcore.MemcoreError(
+                f"discriminator.attention_at = {list(o.attention_at)}: no {missing[0]} px stage at "
+                f"this resolution (stages with attention: {', '.join(map(str, sides[:-1]))})")
         widths = [min(o.width * 2 ** i, o.max_width) for i in range(len(sides) - 1)]
         self.attn = nn.ModuleList(LinearAttention(cin) if side in o.attention_at else nn.Identity()
                                   for side, cin in zip(sides, [ctx.channels] + widths[:-1]))

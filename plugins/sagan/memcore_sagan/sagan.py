@@ -31,10 +31,13 @@ def stage_sizes(resolution: int) -> list[int]:
     sizes = [resolution]
     while sizes[-1] % 2 == 0 and sizes[-1] // 2 >= 4:
         sizes.append(sizes[-1] // 2)
-    if len(sizes) < 3:
+    # Halving must reach a 4-8 px start map (SAGAN's is 4): a larger one would be drawn by a
+    # single deconvolution as large as the map, which is no longer the SAGAN architecture.
+    if len(sizes) < 3 or sizes[-1] > 8:
         raise memcore.MemcoreError(
             f"data.resolution = {resolution}: the SAGAN backbones need a side that halves at least "
-            "twice down to >= 4 px (28, 32, 64, 128, ...)")
+            f"twice down to a 4-8 px start map (28, 32, 48, 64, 96, 128, ...; {resolution} halves "
+            f"to {sizes[-1]} px)")
     return sizes[::-1]
 
 

@@ -423,6 +423,19 @@ class DiscriminatorOptions:
                                  check=positive)
 
 
+def _check_mbstd(group: int, mbstd_channels: int, channels: int, batch: int) -> None:
+    """A group not dividing the batch would silently shrink to gcd(batch, group); one larger than
+    the batch is the whole batch, as in stylegan2-ada."""
+    if mbstd_channels and batch and batch % min(group, batch):
+        raise memcore.MemcoreError(
+            f"discriminator.mbstd_group = {group}: does not divide the per-process batch of {batch} "
+            "images (train.batch_size / processes / train.micro_batches); choose a divisor")
+    if mbstd_channels and channels % mbstd_channels:
+        raise memcore.MemcoreError(
+            f"discriminator.mbstd_channels = {mbstd_channels}: does not divide the {channels} "
+            "channels of the 4x4 epilogue")
+
+
 class Discriminator(memcore.Discriminator):
     def __init__(self, options: DiscriminatorOptions, ctx: memcore.BuildContext):
         super().__init__()
@@ -440,8 +453,9 @@ class Discriminator(memcore.Discriminator):
         cmap_dim = channels[4] if self.num_classes else 0
         self.mapping = Mapping(0, self.num_classes, cmap_dim, 1, o.mapping_layers) \
             if self.num_classes else None
-        self.epilogue = Epilogue(channels[4], cmap_dim, _preset(o, "mbstd_group"), o.mbstd_channels,
-                                 o.conv_clamp)
+        group = _preset(o, "mbstd_group")
+        _check_mbstd(group, o.mbstd_channels, channels[4], ctx.batch_size)
+        self.epilogue = Epilogue(channels[4], cmap_dim, group, o.mbstd_channels, o.conv_clamp)
 
     def forward(self, x: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
         """images (B, C, R, R) -> logits (B,)."""
