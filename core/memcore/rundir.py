@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -73,9 +74,20 @@ def remove_run_files(run_dir: Path, keep=()) -> list[str]:
 
 def write_run_files(run_dir: Path, resolved: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.resolved.toml").write_text(dumps(resolved))
-    (run_dir / "plugins.json").write_text(json.dumps(
+    write_atomic(run_dir / "recipe.resolved.toml", dumps(resolved))
+    write_atomic(run_dir / "plugins.json", json.dumps(
         {"memcore": __version__, "plugins": plugin_versions()}, indent=2))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` whole: a kill mid-write leaves the old file, never half a new
+    one (a resume rewrites the recipe and the logs of a run that may be killed again)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def create_run_dir(run_dir: Path, resolved: dict, recipe: Recipe) -> Path | None:

@@ -160,9 +160,11 @@ def _start_run_dir(trainer, parsed, resolved, fresh: bool, overwrite: bool) -> P
                 made = rundir.create_run_dir(trainer.run_dir, resolved, parsed)
             else:
                 rundir.write_run_files(trainer.run_dir, resolved)
-        except OSError as exc:
-            failure = MemcoreError(f"--resume {trainer.run_dir}: cannot write into the run "
-                                   f"directory: {exc.strerror or exc}")
+        except OSError as exc:  # create_run_dir names its own failures
+            doing = "--overwrite: cannot remove the earlier run from" if fresh else \
+                f"--resume {trainer.run_dir}: cannot write into"
+            failure = MemcoreError(f"{doing} the run directory {trainer.run_dir}: "
+                                   f"{exc.strerror or exc}")
         except MemcoreError as exc:
             failure = exc
     if dist.any_rank(failure is not None, device=trainer.device):

@@ -33,7 +33,7 @@ from .logs import RunLog, read_log, torn_last_line
 from .memory import commit_all, memories_in
 from .recipe import Recipe, dumps
 from .report import write_report
-from .rundir import plugin_versions
+from .rundir import plugin_versions, write_atomic
 from .step import StepContext, applies_to, module_owners, recording_block_losses
 
 
@@ -420,7 +420,7 @@ class Trainer:
                 if torn_last_line(self.run_dir, name):
                     print(f"{path}: dropped a torn last line (a kill during a write)", flush=True)
                 keep = [r for r in read_log(self.run_dir, name) if r["step"] <= self.step]
-                path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+                write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _write_log(self, logs, rate) -> None:
         values = {k: float(torch.stack(v).mean()) for k, v in logs.items() if v}
