@@ -277,3 +277,16 @@ def test_nproc_passes_sigterm_to_the_launcher_and_waits_for_it():
     ctrl_c = Launcher([KeyboardInterrupt(), 1])  # the terminal sent it to the workers already
     assert _wait_passing_on_sigterm(ctrl_c) == 130 and ctrl_c.sent == []
     assert _wait_passing_on_sigterm(Launcher([0])) == 0
+
+
+def test_run_files_are_rewritten_whole(tmp_path, monkeypatch):
+    from memcore.rundir import write_atomic
+    target = tmp_path / "recipe.resolved.toml"
+    target.write_text("old = 1\n")
+
+    def killed(src, dst):  # the process dies between writing the new file and renaming it
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, "new = 2\n")
+    assert target.read_text() == "old = 1\n" and [p.name for p in tmp_path.iterdir()] == [target.name]
