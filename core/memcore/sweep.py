@@ -51,6 +51,8 @@ class VariantSpec:
     overrides: dict = option(factory=dict, help="Keys to change, as for --set: "
                              "\"generator.blocks\" = [] or generator.width = 32; tables merge key "
                              "by key like extends, other values replace.")
+    after: list[str] = option(factory=list, help="memcore commands run on this variant's "
+                              "trained runs, after the experiment's own.")
 
 
 @config
@@ -149,9 +151,12 @@ def load_experiment(path: Path) -> Experiment:
         if v.recipe is None and exp.base is None:
             problems.append(f"variants[{i}] ({v.name}): no recipe: give it recipe = \"...\" or "
                             "the experiment a base = \"...\"")
-    for i, command in enumerate(exp.after):
+    commands = [(f"after[{i}]", c) for i, c in enumerate(exp.after)]
+    commands += [(f"variants[{i}].after[{j}]", c) for i, v in enumerate(exp.variants)
+                 for j, c in enumerate(v.after)]
+    for where, command in commands:
         if "{run}" not in command:
-            problems.append(f"after[{i}] = {command!r}: the command must name the run as {{run}}")
+            problems.append(f"{where} = {command!r}: the command must name the run as {{run}}")
     if problems:
         raise RecipeError(problems, str(path))
     return exp
@@ -220,7 +225,7 @@ def plan(path: Path, portable: bool = False) -> tuple[Experiment, Path, list[Pla
             problems += [p for p in found if p not in problems]
             if resolved is not None:
                 runs.append(PlannedRun(v.name, seed, run_dir, resolved,
-                                       resolved["train"]["steps"], list(exp.after)))
+                                       resolved["train"]["steps"], exp.after + v.after))
     if problems:
         raise RecipeError(problems, str(path))
     problems = [p for run in runs if (p := assess(run))]

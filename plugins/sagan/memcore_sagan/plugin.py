@@ -25,6 +25,5 @@ def memcore_register_components(registry):
 
 @memcore.hookimpl
 def memcore_add_commands(commands):
-    from . import study, viz   # matplotlib loads inside the handlers
-    commands.add("study", study.HELP, study.configure, study.handler)
+    from . import viz   # matplotlib loads inside the handler
     commands.add_viz("attention", viz.HELP, viz.configure, viz.handler)
