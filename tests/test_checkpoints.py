@@ -114,6 +114,19 @@ def test_resume_with_other_trainable_parameters_is_refused(run, capsys):
     assert "the G optimizer state does not fit" in err and "train.freeze" in err
 
 
+def test_damaged_checkpoints_are_clean_errors(run, tmp_path, capsys):
+    ckpt = _last(run)
+    state = torch.load(ckpt, weights_only=True)
+    del state["data"]
+    torch.save(state, ckpt)
+    assert run_cli("run", "--resume", run, "--set", "train.steps=3") == 2
+    assert "cannot be continued from, it is damaged (KeyError: 'data')" in _err(capsys)
+    state["models"] = ["not", "a", "dict"]
+    torch.save(state, ckpt)
+    assert run_cli("sample", run, "--out", tmp_path / "g.png") == 2
+    assert "missing or malformed models (dict)" in _err(capsys)
+
+
 def test_resume_removes_leftover_temporary_checkpoints(run, capsys):
     leftover = run / "checkpoints" / ".step-0000003.pt.tmp-4242"
     leftover.write_bytes(b"\0" * 1000)

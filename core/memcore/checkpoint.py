@@ -103,7 +103,18 @@ def load(path: Path, map_location="cpu") -> dict:
     state = load_tensors(path, what="checkpoint", map_location=map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MemcoreError(f"{path} is not a memcore checkpoint (format {FORMAT})")
+    damaged = [f"{key} ({kind.__name__})" for key, kind in _ENTRIES.items()
+               if not isinstance(state.get(key), kind)]
+    damaged += [f"models.{role} (dict)" for role in ("G", "D")
+                if not damaged and not isinstance(state["models"].get(role), dict)]
+    if damaged:
+        raise MemcoreError(f"checkpoint {path}: missing or malformed {', '.join(damaged)}; the "
+                           "file is damaged or was not written by memcore")
     return state
+
+
+# What every reader of a checkpoint relies on; a resume needs the rest too (Trainer._load).
+_ENTRIES = {"step": int, "models": dict}
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

@@ -127,7 +127,7 @@ class Trainer:
         torch.manual_seed(t.seed * 1000 + self.rank + 7)
         self.memories = memories_in(self.models.G, self.models.D, self.models.augment)
         if resume_from is not None:
-            self._load(checkpoint.load(resume_from), f"--resume checkpoint {resume_from}")
+            self._resume(checkpoint.load(resume_from), f"--resume checkpoint {resume_from}")
 
     # -- setup --------------------------------------------------------------------------------
     def _init_from(self, source: str, roles) -> None:
@@ -529,6 +529,15 @@ class Trainer:
             checkpoint.prune(self.run_dir, self.recipe.train.keep_last)
         self.accelerator.wait_for_everyone()
         return path
+
+    def _resume(self, state: dict, source: str) -> None:
+        """Continue from ``state``. Networks that do not fit are refused by name; anything else
+        that cannot be applied means the checkpoint is damaged."""
+        try:
+            self._load(state, source)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            raise MemcoreError(f"{source}: cannot be continued from, it is damaged "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def _load(self, state: dict, source: str) -> None:
         m = self.models
