@@ -138,7 +138,7 @@ def test_evaluation_json_files_are_read_with_their_extractor(experiment, capsys)
 def test_bad_arguments_are_clear(experiment, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nowhere")]) == 2
     assert "no such run or folder" in capsys.readouterr().err
-    assert main(["compare", str(experiment), "--baseline", "bsae"]) == 2
+    assert main(["compare", str(experiment), "--baseline", "basee"]) == 2
     assert "did you mean 'base'" in capsys.readouterr().err
     assert main(["compare", str(experiment), "--metric", "kid"]) == 2
     assert "no run logged it" in capsys.readouterr().err
