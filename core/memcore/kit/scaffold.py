@@ -110,8 +110,8 @@ def _recipe_values(kind: str, name: str) -> dict:
         extra = f'\n[[metrics]]\nkind = "{name}"\nnum_samples = 512\n'
     return dict(
         data=f'kind = "{name if kind == "dataset" else "fashion-mnist"}"',
-        generator=f'kind = "{name if kind == "generator" else "dcgan"}"\nz_dim = 64\nwidth = 32',
-        discriminator=f'kind = "{name if kind == "discriminator" else "dcgan"}"\nwidth = 32',
+        generator=f'kind = "{name if kind == "generator" else "dcgan"}"\nz_dim = 64\nwidth = 16',
+        discriminator=f'kind = "{name if kind == "discriminator" else "dcgan"}"\nwidth = 16',
         loss=name if kind == "loss" else "hinge", extra=extra)
 
 
