@@ -106,19 +106,25 @@ def _plugin_frame(exc: BaseException):
     import traceback
     packages = {}
     try:
-        entries = list(get_registry().entries.values())
+        registry = get_registry()
+        entries, plugins = list(registry.entries.values()), list(registry.plugins.values())
     except Exception:  # the registry itself is what broke
-        entries = []
+        entries, plugins = [], []
     for entry in entries:
         target = entry.factory if isinstance(entry.factory, str) else \
             getattr(entry.factory, "__module__", "")
         packages.setdefault(target.split(":")[0].split(".")[0], entry.plugin)
+    for info in plugins:  # plugins that only add commands or hooks, plugin files by their path
+        module = str(info.module).split(":")[0]
+        packages.setdefault(module if module.endswith(".py") else module.split(".")[0], info.name)
     packages.pop("memcore", None)
+    files = {str(Path(m).resolve()): name for m, name in packages.items() if m.endswith(".py")}
     found, tb = None, exc.__traceback__
-    while tb is not None:
+    while tb is not None:  # a plugin file (--plugins-dir) is known by its path
         top = tb.tb_frame.f_globals.get("__name__", "").split(".")[0]
-        if top in packages:
-            found = (packages[top], traceback.extract_tb(tb, limit=1)[0])
+        owner = packages.get(top) or files.get(str(Path(tb.tb_frame.f_code.co_filename).resolve()))
+        if owner:
+            found = (owner, traceback.extract_tb(tb, limit=1)[0])
         tb = tb.tb_next
     return found
 
