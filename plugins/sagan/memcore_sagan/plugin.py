@@ -23,7 +23,22 @@ def memcore_register_components(registry):
         help="Stanford Dogs cropped to the dog boxes (Images/, Annotation/ VOC XML), 64 px.")
 
 
+VIZ_HELP = "Overlay where each self-attention layer looks for chosen query points of generated images."
+
+
+def viz_args(p) -> None:
+    """``memcore viz attention``'s arguments (here, so start-up does not import ``viz``)."""
+    p.add_argument("run", help="Run directory or checkpoint file.")
+    p.add_argument("--step", type=int, help="Checkpoint step (default: the latest).")
+    p.add_argument("--n", type=int, default=2, help="Generated images (rows).")
+    p.add_argument("--points", nargs="+", default=["0.3,0.3", "0.5,0.7"], metavar="Y,X",
+                   help="Query points as fractions of the image side (row,column), e.g. 0.25,0.5.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nets", choices=["G", "D", "both"], default="both")
+    p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
+    p.add_argument("--out", default="attention.png")
+
+
 @memcore.hookimpl
 def memcore_add_commands(commands):
-    from . import viz   # matplotlib loads inside the handler
-    commands.add_viz("attention", viz.HELP, viz.configure, viz.handler)
+    commands.add_viz("attention", VIZ_HELP, viz_args, f"{_P}.viz:handler")
