@@ -10,22 +10,25 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MemcoreError
+from .registry import deferred
 
 
 class Commands:
-    """Handed to ``memcore_add_commands``: ``add(name, help, configure, handler)``."""
+    """Handed to ``memcore_add_commands``: ``add(name, help, configure, handler)``; ``handler`` may
+    be a ``"module:attr"`` string, imported only when the command runs."""
 
     def __init__(self, subparsers):
         self.subparsers = subparsers
         self.handlers = {}
         self._viz = None
+        self.plugin = "memcore"     # the plugin adding commands now (named in import errors)
 
     def add(self, name, help, configure, handler):
         if name in self.handlers:
             raise MemcoreError(f"command '{name}' is defined twice")
         parser = self.subparsers.add_parser(name, help=help, description=help)
         configure(parser)
-        self.handlers[name] = handler
+        self.handlers[name] = deferred(handler, f"command '{name}' handler", self.plugin)
         return parser
 
     def add_viz(self, name, help, configure, handler):
@@ -38,7 +41,7 @@ class Commands:
             raise MemcoreError(f"visualisation '{name}' is defined twice")
         parser = self._viz.add_parser(name, help=help, description=help)
         configure(parser)
-        self.handlers[("viz", name)] = handler
+        self.handlers[("viz", name)] = deferred(handler, f"command 'viz {name}' handler", self.plugin)
         return parser
 
 
@@ -434,6 +437,7 @@ def build_parser():
                  compare_args, cmd_compare)
 
     for impl in reg.pm.hook.memcore_add_commands.get_hookimpls():
+        commands.plugin = impl.plugin_name
         try:
             impl.function(commands=commands)
         except Exception as exc:  # a plugin's broken command must not break the others
