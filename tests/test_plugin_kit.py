@@ -550,6 +550,19 @@ def test_the_tutorial_plugin_trains_in_generator_and_discriminator(tmp_path, iso
         assert counts and all(c == 2 for c in counts), (role, counts)
 
 
+def test_the_block_loss_example_adds_its_weighted_term(tmp_path, isolated_registry, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for block in tutorial_blocks("python") + tutorial_blocks("toml"):
+        name, _, _ = block.partition("\n")
+        (tmp_path / name.removeprefix("# file: ").strip()).write_text(block)
+    run = train(tmp_path / "gain.toml", tmp_path, steps=2)
+    row = next(json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+               if "loss/G/gain-pull" in line)
+    assert row["loss/G/gain-pull"] == pytest.approx(1.0, abs=0.01)
+    assert row["loss/G"] == pytest.approx(row["loss/G/Hinge"] + 0.1 * row["loss/G/gain-pull"],
+                                          rel=1e-5)
+
+
 def test_local_plugin_paths_are_relative_to_the_recipe(tmp_path, isolated_registry, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "noop_plugin.py").write_text("")

@@ -64,6 +64,7 @@ def non_negative(v):
 
 
 def in_range(lo, hi):
+    """A check for ``lo <= v <= hi``: both bounds are inclusive."""
     def check(v):
         return None if v is None or lo <= v <= hi else f"a number in [{lo}, {hi}]"
     return check
