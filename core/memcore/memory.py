@@ -71,7 +71,8 @@ class Memory(nn.Module):
         return self.training or self.write_in_eval
 
     def stage(self, **items: torch.Tensor) -> None:
-        """Queue rows for the next commit (no-op when writes are disabled)."""
+        """Queue rows for the next commit (no-op when writes are disabled). The rows are
+        detached: no autograd history reaches ``write()``."""
         if not self.writes_enabled:
             return
         self._staged.append({k: v.detach() for k, v in items.items()})

@@ -40,7 +40,7 @@ class StepContext:
                  memories: dict, recipe):
         self.phase = phase              # "D" or "G": which network is being trained
         self.pass_name = pass_name      # "D", "G", or "Dreg"/"Greg" for lazy terms
-        self.step = step
+        self.step = step                # 0-based: the first iteration is step 0
         self.G, self.D = nets["G"], nets["D"]   # callables (DDP-wrapped when distributed)
         self.models = models                     # unwrapped: memcore.Models
         self.real = real
