@@ -35,7 +35,7 @@ def run(args) -> int:
     held_out = None
     priors, likelihood = {}, {}
     for path in checkpoints:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = memcore.load_tensors(path, what="checkpoint")
         D = rebuild_discriminator(state)
         if held_out is None:
             held_out = load_held_out(state, args.images)
