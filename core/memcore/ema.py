@@ -2,7 +2,7 @@
 
 The policy for a :class:`~memcore.memory.Memory`: its buffers (what ``write()`` changes) are copied,
 so the EMA generator reads exactly the memory G has; its parameters, if any, are learned by
-gradient (``learns_by_gradient = True``, MFH's memory M) and averaged like every other weight. A
+gradient (``learns_by_gradient = True``, a learned codebook) and averaged like every other weight. A
 ``write()`` that changed a parameter would be averaged with stale copies of itself, which is why
 the memory contract ``write-into-buffers`` refuses it.
 """

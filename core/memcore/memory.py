@@ -3,8 +3,9 @@
 A memory is an ``nn.Module`` whose state lives in registered buffers (so checkpoints, device moves
 and the EMA generator carry it; nothing in plain attributes). Reading happens in ``forward`` (or any
 method) with gradients flowing to the query only, unless the class declares
-``learns_by_gradient = True`` (a memory such as MFH's, whose slots are parameters trained through
-the read). Writing changes buffers only, never a parameter, and is two-step:
+``learns_by_gradient = True`` (a memory whose slots are parameters trained through the read,
+such as a learned class-prototype codebook). Writing changes buffers only, never a parameter, and
+is two-step:
 
 1. During a forward pass the memory calls ``self.stage(name=tensor, ...)`` with the rows it wants to
    write (keys, values, labels; dim 0 indexes items). Nothing changes yet, and nothing is staged in
@@ -43,8 +44,8 @@ WRITE_POINTS = ("forward", "after_D", "after_G", "after_step")
 class Memory(nn.Module):
     sync: ClassVar[str] = "gather"
     write_at: ClassVar[str] = "after_D"
-    # True for a memory whose parameters are learned by gradient through its read (MFH's CI
-    # memory M): the contracts then allow gradients to reach them. Either way write() changes
+    # True for a memory whose parameters are learned by gradient through its read (a learned
+    # codebook): the contracts then allow gradients to reach them. Either way write() changes
     # buffers only, and the EMA generator averages a memory's parameters like any weight while
     # copying its buffers verbatim.
     learns_by_gradient: ClassVar[bool] = False

@@ -596,7 +596,7 @@ def _gradient_contract(kind: str, module: nn.Module, outs: list, wrt: tuple) -> 
 
 def _gradient_to_query_only(kind: str, module: nn.Module) -> None:
     """After a backward: no memory parameter got a gradient unless its class says it learns by
-    gradient (``learns_by_gradient = True``, like MFH's memory)."""
+    gradient (``learns_by_gradient = True``, like a learned codebook)."""
     with _contract(kind, "gradient-to-query-only"):
         for name, m in _memories(module).items():
             if m.learns_by_gradient:
