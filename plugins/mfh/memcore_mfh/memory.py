@@ -74,7 +74,7 @@ class CIMemory(memcore.Memory):
             extra = F.mse_loss(chosen, query.detach()) + 0.25 * F.mse_loss(query, chosen.detach())
             memcore.add_loss(self, "mfh-vq", extra)
             f_ci = query + (chosen - query).detach()
-            pi = F.one_hot(index, self.num_slots).float()
+            pi = F.one_hot(index, self.num_slots).to(query.dtype)                 # (B, n)
             probs = (-distance).softmax(-1)
         self.stage(slot=pi.argmax(-1))
         return {"f_ci": f_ci, "pi": pi, "probs": probs, "vq_loss": extra}
