@@ -72,9 +72,15 @@ class DiscriminativeMemory(memcore.Memory):
         self.register_buffer("hist", torch.full((slots,), 1e-5))
 
     # -- read ---------------------------------------------------------------------------------
-    def log_scores(self, query: torch.Tensor) -> torch.Tensor:
-        """log p(x|c) p(c) up to a constant: kappa K_i.q + log(h_i + beta); (B, M) -> (B, N)."""
-        return self.kappa * query @ self.keys.T + (self.hist + self.beta).log()
+    def scaled_dots(self, query: torch.Tensor) -> torch.Tensor:
+        """kappa K_i.q for every slot; (B, M) -> (B, N)."""
+        return self.kappa * query @ self.keys.T
+
+    def log_scores(self, query: torch.Tensor, dots: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|c) p(c) up to a constant: kappa K_i.q + log(h_i + beta); (B, M) -> (B, N).
+        ``dots``: this query's ``scaled_dots`` when the caller already has them."""
+        dots = self.scaled_dots(query) if dots is None else dots
+        return dots + (self.hist + self.beta).log()
 
     def neighbours(self, query: torch.Tensor, label: torch.Tensor | None = None, scores=None):
         """Top-k slots (B, k) under p(c|x), or under p(c|x, v_c = label) when a label is given;
@@ -90,7 +96,8 @@ class DiscriminativeMemory(memcore.Memory):
             _, slots = self.neighbours(query)                             # (B, k)
         # Gathered copies: the graph never holds the buffers, so a write right after the read
         # (write_at = "forward") cannot invalidate backward.
-        keys = self.keys[slots]                                           # (B, k, M)
+        # F.embedding: the same rows as self.keys[slots], gathered several times faster on CPU.
+        keys = F.embedding(slots, self.keys)                              # (B, k, M)
         log_prior = (self.hist[slots] + self.beta).log()                  # (B, k)
         posterior = (self.kappa * torch.einsum("bm,bkm->bk", query, keys) + log_prior).softmax(-1)
         prob = (posterior * self.values[slots]).sum(-1).clamp(self.eps, 1 - self.eps)
@@ -116,11 +123,13 @@ class DiscriminativeMemory(memcore.Memory):
     def write(self, items: dict[str, torch.Tensor], generator: torch.Generator) -> None:
         query = F.normalize(items["query"].to(self.keys), dim=1)         # (B, M)
         label = items["label"].to(self.keys)                             # (B,)
-        scores = self.log_scores(query)                                  # (B, N), shared by both
+        # One (B, N) product serves the reset test, the neighbour search and the first E-step.
+        dots = self.scaled_dots(query)                                   # (B, N)
+        scores = self.log_scores(query, dots)                            # (B, N)
         resets = self._reset_mask(scores, label)                         # (B,)
         hist_mean = self.hist.mean()
         keep = ~resets
-        touched = self._update_neighbours(query[keep], label[keep], scores[keep])
+        touched = self._update_neighbours(query[keep], label[keep], scores[keep], dots[keep])
         written = self._replace_oldest(query[resets], label[resets], hist_mean, touched)
         self.ages += 1
         self.ages[touched | written] = 0
@@ -130,8 +139,9 @@ class DiscriminativeMemory(memcore.Memory):
         same = self.values[top] == label[:, None]                        # (B, k)
         return ~same.any(1) if self.reset == "no-label-in-top-k" else ~same[:, 0]
 
-    def _update_neighbours(self, query, label, scores) -> torch.Tensor:
-        """Batched incremental EM (or the Kaiser rule) on S_y; returns the touched-slot mask."""
+    def _update_neighbours(self, query, label, scores, dots) -> torch.Tensor:
+        """Batched incremental EM (or the Kaiser rule) on S_y; returns the touched-slot mask.
+        ``scores``, ``dots``: the rows' ``log_scores`` and ``scaled_dots`` (E, N)."""
         touched = torch.zeros(self.slots, dtype=torch.bool, device=self.keys.device)
         if len(query) == 0:
             return touched
@@ -142,24 +152,27 @@ class DiscriminativeMemory(memcore.Memory):
         # Local index per (row, neighbour); invalid entries go to a scratch row U, dropped below.
         at = torch.full_like(S, U)
         at[valid] = local
-        keys = torch.cat([self.keys[slot_ids], self.keys.new_zeros(1, self.key_dim)])   # (U+1, M)
+        keys = torch.cat([self.keys.index_select(0, slot_ids),
+                          self.keys.new_zeros(1, self.key_dim)])                        # (U+1, M)
         decay, scale = self._combine_factors(at, valid, U)                             # (U+1,) x2
         hist = torch.cat([self.hist[slot_ids], self.hist.new_ones(1)]) * decay          # (U+1,)
         scale = scale[at]                                                # (E, k)
+        # The first E-step sees the keys as they are, so its kappa K.q are the write's own.
+        neighbour_dots = dots.gather(1, S)                               # (E, k)
         gamma_prev = torch.zeros_like(cond_scores)
         iters = 1 if self.update == "kaiser" else self.em_iters
-        for _ in range(iters):
+        for it in range(iters):
             # E-step: posterior over S_y with the current estimates (eq. 1 restricted to S_y).
-            logits = self.kappa * torch.einsum("em,ekm->ek", query, keys[at]) \
-                + (hist[at] + self.beta).log()
+            logits = neighbour_dots + (hist[at] + self.beta).log()
             gamma = logits.masked_fill(~valid, -math.inf).softmax(-1)
             delta = gamma - gamma_prev                                   # (E, k)
             step = delta * scale
             hist = hist.index_put((at,), self._hist_statistic(delta) * scale, accumulate=True)
             if self.update == "em":
-                pull = step[..., None] * (query[:, None] - keys[at])     # (E, k, M)
-                moved = keys.index_put((at,), pull, accumulate=True)
-                keys = F.normalize(keys + (moved - keys) / hist[:, None], dim=1)
+                keys = F.normalize(keys + self._pull(step, at, query, keys) / hist[:, None], dim=1)
+                if it + 1 < iters:
+                    neighbour_dots = self.kappa * torch.einsum("em,ekm->ek", query,
+                                                               F.embedding(at, keys))
             gamma_prev = gamma
         if self.update == "kaiser":
             nearest = at[:, 0]                                           # S is sorted: column 0
@@ -171,6 +184,17 @@ class DiscriminativeMemory(memcore.Memory):
         self.hist[slot_ids] = hist[:U]
         touched[slot_ids] = True
         return touched
+
+    @staticmethod
+    def _pull(step, at, query, keys) -> torch.Tensor:
+        """Sum of step_bj (q_b - K_u) over the (row b, neighbour j) pairs of each slot u; (U+1, M).
+        Computed as W q - (row sums of W) K with the steps scattered into W (U+1, E): one matmul
+        instead of (E, k, M) differences summed by index_put (several times faster on CPU), and
+        no (K + pulls) - K cancellation, which the division by a tiny updated h would amplify."""
+        rows = torch.arange(len(query), device=at.device)[:, None].expand_as(at)   # (E, k)
+        weights = query.new_zeros(len(keys), len(query)).index_put_((at, rows), step,
+                                                                    accumulate=True)  # (U+1, E)
+        return weights @ query - weights.sum(1, keepdim=True) * keys
 
     def _hist_statistic(self, delta: torch.Tensor) -> torch.Tensor:
         """The histogram statistic of each (row, neighbour) from the posterior step ``delta``
