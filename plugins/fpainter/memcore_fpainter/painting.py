@@ -58,6 +58,16 @@ def paint_loop(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor | Non
     return canvas
 
 
+def _solve_unit_lower(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """system⁻¹ rhs for unit lower-triangular systems. Half-precision inputs (what autocast gives
+    under train.precision = "bf16"/"fp16") are solved in float32: torch has no half-precision
+    triangular solve, and a T-step substitution in bf16 would lose the delta rule's corrections."""
+    dtype = torch.promote_types(system.dtype, rhs.dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        return _solve_unit_lower(system.float(), rhs.float()).to(dtype)
+    return torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
+
+
 def delta_pseudo_values(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
     """u_t of the delta rule for all t: keys (..., T, S_k), values (..., T, S_v), lrs (..., T, 1)
     or (..., T, S_v) -> (..., T, S_v), so that W_T = U^T K."""
@@ -67,12 +77,12 @@ def delta_pseudo_values(keys: torch.Tensor, values: torch.Tensor, lrs: torch.Ten
     if lrs.shape[-1] == 1:
         # one system for the whole canvas: rows of A are scaled by b_t
         system = eye + torch.tril(lrs * gram, diagonal=-1)                            # (..., T, T)
-        return torch.linalg.solve_triangular(system, lrs * values, upper=False, unitriangular=True)
+        return _solve_unit_lower(system, lrs * values)
     # one learning rate per canvas row: every row is its own delta rule, one T x T system each
     row_lrs = lrs.transpose(-1, -2)[..., :, :, None]                                  # (..., S_v, T, 1)
     system = eye + torch.tril(row_lrs * gram[..., None, :, :], diagonal=-1)           # (..., S_v, T, T)
     targets = (lrs * values).transpose(-1, -2)[..., None]                             # (..., S_v, T, 1)
-    rows = torch.linalg.solve_triangular(system, targets, upper=False, unitriangular=True)
+    rows = _solve_unit_lower(system, targets)
     return rows[..., 0].transpose(-1, -2)                                             # (..., T, S_v)
 
 

@@ -123,3 +123,15 @@ def test_oja_softmax_matches_the_code_formula_step_by_step():
     torch.testing.assert_close(canvases[:, :, -1], expected)
     linear = paint(keys, values, lrs, "oja")
     assert not torch.allclose(linear, expected, atol=1e-3)     # a different rule than linear Oja
+
+
+@pytest.mark.parametrize("lr_dim", [1, 6])
+def test_delta_rule_under_bf16_autocast(lr_dim):
+    """train.precision = "bf16": the fast delta form trains (torch has no bf16 triangular solve;
+    the solve runs in float32) and stays close to the float32 canvas."""
+    keys, values, lrs = strokes(lr_dim=lr_dim)
+    expected = paint(keys, values, lrs, "delta")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = paint(keys.bfloat16(), values.bfloat16(), lrs.bfloat16(), "delta")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), expected, atol=0.1, rtol=0.05)
