@@ -17,9 +17,6 @@ SCRIPT = ROOT / "benchmarks" / "accelerator.py"
 SECTIONS = ["environment", *(f"recipe/{name}" for name in (
     "quickstart", "fastgan", "stylegan2", "sagan", "moca", "memorygan", "mfh", "fpainter")),
     "attention", "moca", "memorygan", "fpainter", "fidelity", "distributed"]
-# Parts known to fail, with the message they fail with (a plugin bug, reported): allowed, not
-# required, so the test keeps passing once it is fixed.
-KNOWN_FAILURES = {("recipe/fpainter", "bf16"): "triangular_solve"}
 
 
 def run(out: Path, *args: str, timeout: int = 300) -> dict:
@@ -46,11 +43,8 @@ def check_section(name: str, data: dict) -> None:
         return
     assert data["rows"], name
     for row in data["rows"]:
-        if row["status"] == "error":
-            part = row.get("precision") or row.get("variant")
-            allowed = KNOWN_FAILURES.get((name, part))
-            assert allowed and allowed in row["error"], f"{name} {part}: {row['error']}"
-        elif row["status"] == "skipped":
+        assert row["status"] != "error", f"{name}: {row}"
+        if row["status"] == "skipped":
             assert row["reason"], f"{name}: {row}"
         else:
             assert numbers(row), f"{name}: a part without numbers: {row}"
