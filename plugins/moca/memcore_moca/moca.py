@@ -174,11 +174,13 @@ class PrototypeMemory(memcore.Memory):
         flat = queries.detach().reshape(-1, queries.shape[-1])
         return assign(flat, self.cells, self.read_rule).view(queries.shape[:-1])
 
-    def group(self, cell: torch.Tensor, chunk: int = 64) -> "Groups":
+    def group(self, cell: torch.Tensor, chunk: int = 32) -> "Groups":
         """Pack the columns routed to each cell into chunks of ``chunk`` rows, so that the read is a
         batched matmul of (chunks, chunk, d) by each chunk's own (T, d) prototypes: cost
         O((L + M·chunk)·T·d) for L columns, never O(L·M·T), and T·d gathered per chunk, not per
-        column."""
+        column. A column's packed row: its cell's first chunk times ``chunk`` plus its rank among
+        the cell's columns. 32 rows: padding is up to chunk - 1 rows per cell, and at 32 cells
+        x 256 on 4 x 16 x 16 columns (32 a cell on average) 64 nearly doubled the rows."""
         flat = cell.reshape(-1)
         L, M = len(flat), self.num_cells
         order = torch.argsort(flat, stable=True)
@@ -188,23 +190,21 @@ class PrototypeMemory(memcore.Memory):
         first_column = torch.cumsum(counts, 0) - counts
         sorted_cell = flat[order]
         rank = torch.arange(L, device=flat.device) - first_column[sorted_cell]
-        chunk_id, slot = torch.empty_like(flat), torch.empty_like(flat)
-        chunk_id[order] = first_chunk[sorted_cell] + rank // chunk
-        slot[order] = rank % chunk
+        position = torch.empty_like(flat)
+        position[order] = first_chunk[sorted_cell] * chunk + rank
         chunk_cell = torch.repeat_interleave(torch.arange(M, device=flat.device), chunks_per_cell)
-        protos = self.prototypes.view(M, self.size, -1)[chunk_cell]            # (K, T, d)
-        return Groups(chunk_id, slot, protos, chunk)
+        protos = self.prototypes.view(M, self.size, -1).index_select(0, chunk_cell)  # (K, T, d)
+        return Groups(position, protos, chunk)
 
     def logits(self, query: torch.Tensor, groups: "Groups") -> torch.Tensor:
-        """aᵀE^(i) for every column over its own cell's prototypes: (B, N, d) -> (B, N, T)."""
+        """aᵀE^(i) for every column over its own cell's prototypes, packed: (B, N, d) ->
+        (K, S, T); a chunk's rows past its columns are padding (zero logits, never read)."""
         packed = groups.pack(query.reshape(-1, query.shape[-1]))               # (K, S, d)
-        scores = packed @ groups.protos.transpose(1, 2)                        # (K, S, T)
-        return groups.unpack(scores).view(*query.shape[:-1], -1)
+        return packed @ groups.protos.transpose(1, 2)
 
     def read(self, attn: torch.Tensor, groups: "Groups") -> torch.Tensor:
-        """E^(i) β for every column: (B, N, T) -> (B, N, d)."""
-        packed = groups.pack(attn.reshape(-1, attn.shape[-1]))                 # (K, S, T)
-        return groups.unpack(packed @ groups.protos).view(*attn.shape[:-1], -1)
+        """E^(i) β for every column: packed β (K, S, T) -> (L, d) in column order."""
+        return groups.unpack(attn @ groups.protos)
 
     # -- write --------------------------------------------------------------------------------
     def encode_keys(self, features: torch.Tensor) -> torch.Tensor:
@@ -276,17 +276,20 @@ class PrototypeMemory(memcore.Memory):
 
 
 class Groups(NamedTuple):
-    chunk_id: torch.Tensor   # (L,) chunk of every column
-    slot: torch.Tensor       # (L,) row inside its chunk
+    position: torch.Tensor   # (L,) packed row (chunk · size + row in chunk) of every column
     protos: torch.Tensor     # (K, T, d) prototypes of each chunk's cell
     size: int                # rows per chunk
 
+    # index_copy / index_select on one flat index: their backward passes are index_select /
+    # index_add, several times cheaper on CPU than those of 2-index index_put / indexing.
     def pack(self, rows: torch.Tensor) -> torch.Tensor:
-        packed = rows.new_zeros(len(self.protos), self.size, rows.shape[-1])
-        return packed.index_put((self.chunk_id, self.slot), rows)
+        """(L, w) column rows -> (K, S, w), zero padding rows."""
+        packed = rows.new_zeros(len(self.protos) * self.size, rows.shape[-1])
+        return packed.index_copy(0, self.position, rows).view(len(self.protos), self.size, -1)
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
-        return packed[self.chunk_id, self.slot]
+        """(K, S, w) -> (L, w) in column order."""
+        return packed.reshape(-1, packed.shape[-1]).index_select(0, self.position)
 
 
 class Attention(NamedTuple):
@@ -320,43 +323,45 @@ class MocaBlock(nn.Module):
         # memory-only: φ feeds φ̃ but gets no gradient, θ none during warm-up
         self.ddp_find_unused = o.paths == "moca"
 
-    def attend(self, x: torch.Tensor) -> Attention:
+    def attend(self, x: torch.Tensor, weights: bool = True) -> Attention:
+        """H and the routing; ``weights``: also β as (B, N, T) (the forward needs H only, and
+        the memory path computes β packed by cell, (K, S, T))."""
         b, _, h, w = x.shape
         query = self.theta(x).flatten(2).transpose(1, 2)                  # (B, N, d)
         use_memory = self.memory is not None and bool(self.memory.ready)
         use_context = self.paths != "moca"
-        logits, values = [], []
-        cell = None
+        if not (use_memory or use_context):  # memory-only block still warming up: no modulation
+            return Attention(torch.zeros_like(query), None, None, None)
+        cell = memory_attn = context_attn = None
         if use_memory:
             cell = self.memory.route(query)                                # (B, N)
             groups = self.memory.group(cell)
-            logits.append(self.memory.logits(query, groups))               # (B, N, T)
-            values.append(groups)
+            memory_logits = self.memory.logits(query, groups)              # (K, S, T)
         if use_context:
             key = self.phi(x).flatten(2)                                   # (B, d, N)
             value = self.psi(x).flatten(2).transpose(1, 2)                 # (B, N, d)
-            logits.append(query @ key)                                     # (B, N, N)
-            values.append(value)
-        if not logits:  # memory-only block still warming up: no modulation yet
-            return Attention(torch.zeros_like(query), None, None, None)
-        if self.softmax == "joint":
-            sizes = [l.shape[-1] for l in logits]
-            attn = list(torch.cat(logits, -1).softmax(-1).split(sizes, -1))
-        else:
-            attn = [l.softmax(-1) for l in logits]
+            context_logits = query @ key                                   # (B, N, N)
+        if use_memory and use_context and self.softmax == "joint":
+            # one softmax over [prototypes | positions] per column: β has to be unpacked for it
+            unpacked = groups.unpack(memory_logits).view(b, h * w, -1)      # (B, N, T)
+            joint = torch.cat([unpacked, context_logits], -1).softmax(-1)
+            memory_attn, context_attn = joint.split([unpacked.shape[-1], h * w], -1)
+            packed_attn = groups.pack(memory_attn.reshape(b * h * w, -1))  # (K, S, T)
+        else:  # the paper's separate softmaxes; β stays packed (its padding rows are not read)
+            packed_attn = memory_logits.softmax(-1) if use_memory else None
+            context_attn = context_logits.softmax(-1) if use_context else None
         read = 0
-        memory_attn = context_attn = None
         if use_memory:
-            memory_attn = attn.pop(0)
-            read = read + self.memory.read(memory_attn, values.pop(0))
+            read = read + self.memory.read(packed_attn, groups).view(b, h * w, -1)
+            if weights and memory_attn is None:
+                memory_attn = groups.unpack(packed_attn).view(b, h * w, -1)
         if use_context:
-            context_attn = attn.pop(0)
-            read = read + context_attn @ values.pop(0)
+            read = read + context_attn @ value
         return Attention(read, cell, memory_attn, context_attn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        att = self.attend(x)
+        att = self.attend(x, weights=False)
         if self.memory is not None and self.memory.writes_enabled:
             staged = {"key": self.memory.encode_keys(x)}
             if att.cell is not None:
