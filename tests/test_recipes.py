@@ -43,7 +43,7 @@ CASES = [
     ("short-betas", ("optim",), {"G": {"betas": [0.5]}}, ["optim.G.betas", "2 values"]),
     ("string-lr", ("optim",), {"D": {"lr": "fast"}}, ["optim.D.lr", "number"]),
     ("bad-precision", ("train", "precision"), "fp8", ["train.precision", "'bf16'"]),
-    ("ema-out-of-range", ("ema",), {"decay": 1.5}, ["ema.decay = 1.5", "[0.0, 1.0]"]),
+    ("ema-out-of-range", ("ema",), {"decay": 1.5}, ["ema.decay = 1.5", "[0.0, 1.0)"]),
     ("augment-policy", ("augment",), {"kind": "diffaugment", "policy": ["colour"]},
      ["augment.policy[0]", "did you mean 'color'"]),
     ("unknown-block", ("generator", "blocks"), [{"kind": "nope", "at": 16}],

@@ -63,19 +63,23 @@ def non_negative(v):
     return None if v is None or v >= 0 else "a number >= 0"
 
 
-def in_range(lo, hi):
-    """A check for ``lo <= v <= hi``: both bounds are inclusive."""
+def in_range(lo, hi, *, hi_open: bool = False):
+    """A check for ``lo <= v <= hi``: both bounds are inclusive, unless ``hi_open`` (``lo <= v <
+    hi``: a momentum, a decay or an Adam beta, where ``hi`` itself would never move anything)."""
     def check(v):
-        return None if v is None or lo <= v <= hi else f"a number in [{lo}, {hi}]"
+        if v is None or (lo <= v < hi if hi_open else lo <= v <= hi):
+            return None
+        return f"a number in [{lo}, {hi}{')' if hi_open else ']'}"
     return check
 
 
 def each(check):
+    """A check applying ``check`` to every entry of a list; the message names the first bad one."""
     def check_all(values):
-        for v in values:
+        for i, v in enumerate(values):
             problem = check(v)
             if problem:
-                return f"a list of {problem}"
+                return f"a list of {problem} (entry {i} is {v!r})"
         return None
     return check_all
 

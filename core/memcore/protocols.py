@@ -19,7 +19,7 @@ import attrs
 import torch
 from torch import nn
 
-from .config import NoOptions, config, option, positive
+from .config import NoOptions, config, non_negative, option, positive
 
 
 @attrs.define
@@ -88,7 +88,9 @@ def logits_of(d_out) -> torch.Tensor:
 class LossOptions:
     """Base options of every loss: a weight, and how often the term runs."""
 
-    weight: float = option(1.0, help="Multiplier of the term.")
+    # >= 0: 0 switches the term off (also from --set); a negative weight would make the
+    # optimizer maximise the term
+    weight: float = option(1.0, help="Multiplier of the term.", check=non_negative)
     every: int = option(1, help="Run every N steps as a separate (lazy) pass, scaled by N.",
                         check=positive)
 

@@ -83,8 +83,9 @@ class TrainSection:
 class OptimSpec:
     kind: Literal["adam", "adamw"] = option("adam", help="Optimizer.")
     lr: float = option(2e-4, help="Learning rate.", check=positive)
+    # below 1: Adam divides by 1 - beta^t
     betas: tuple[float, float] = option((0.5, 0.999), help="Adam betas.",
-                                        check=each(in_range(0.0, 1.0)))
+                                        check=each(in_range(0.0, 1.0, hi_open=True)))
     eps: float = option(1e-8, help="Adam epsilon.", check=positive)
     weight_decay: float = option(0.0, help="Weight decay.", check=non_negative)
     lazy_correction: bool = option(False, help="With lazy regularisation every k steps, scale "
@@ -107,7 +108,9 @@ class OptimSection:
 @config
 class EmaSection:
     enabled: bool = option(True, help="Keep an exponential moving average of G.")
-    decay: float = option(0.999, help="EMA decay per update.", check=in_range(0.0, 1.0))
+    # below 1: a decay of 1 would never move the EMA generator from its first copy
+    decay: float = option(0.999, help="EMA decay per update.",
+                          check=in_range(0.0, 1.0, hi_open=True))
     start: int = option(0, help="Step before which the EMA copies G.", check=non_negative)
     every: int = option(1, help="Steps between EMA updates.", check=positive)
     buffers: bool = option(True, help="Average floating buffers (BN statistics) too; "
@@ -292,6 +295,9 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
         if spec.decay_epochs is not None and spec.schedule != "linear":
             problems.append(f"optim.{phase}.decay_epochs = {spec.decay_epochs}: applies to "
                             f"optim.{phase}.schedule = \"linear\" only, got {spec.schedule!r}")
+    if recipe.ema.rampup is not None and recipe.ema.half_life_kimg is None:
+        problems.append(f"ema.rampup = {recipe.ema.rampup}: applies with ema.half_life_kimg only "
+                        "(it caps the half-life), which is not set")
     if recipe.train.batch_size % recipe.train.micro_batches:
         problems.append(f"train.micro_batches = {recipe.train.micro_batches}: must divide "
                         f"train.batch_size = {recipe.train.batch_size}")

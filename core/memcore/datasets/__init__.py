@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import config, each, non_negative, option, positive
+from ..config import config, option, positive
 from ..errors import MemcoreError
 from ..protocols import BuildContext, DatasetOptions, ImageDataset
 from ..safeload import load_numpy_pickle
@@ -34,13 +34,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MEMCORE_CACHE", Path.home() / ".cache" / "memcore"))
 
 
+def _class_indices(classes) -> str | None:
+    """Indices >= 0, each once: a repeated class would be relabelled twice and leave a label
+    with no images."""
+    for i, c in enumerate(classes):
+        if c < 0:
+            return f"class indices >= 0 (entry {i} is {c})"
+        if c in classes[:i]:
+            return f"distinct class indices ({c} is given twice)"
+    return None
+
+
 @config
 class ImageOptions(DatasetOptions):
     resolution: Optional[int] = option(None, help="Resize to this side (default: native).",
                                        check=positive)
     channels: Optional[Literal[1, 3]] = option(None, help="1 (grey) or 3 (RGB); default: native.")
     classes: list[int] = option(factory=list, help="Keep only these class indices, relabelled "
-                                "0..k-1 in this order (empty: all).", check=each(non_negative))
+                                "0..k-1 in this order (empty: all).", check=_class_indices)
 
 
 @config

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 import memcore
-from memcore import option, positive
+from memcore import in_range, option, positive
 
 
 def stage_sizes(resolution: int) -> list[int]:
@@ -78,7 +78,8 @@ class DiscriminatorOptions:
     max_width: int = option(512, help="Cap on channels per stage.", check=positive)
     spectral_norm: bool = option(True, help="Spectral norm on every layer.")
     batch_norm: bool = option(False, help="BatchNorm after hidden convolutions.")
-    leaky_slope: float = option(0.2, help="LeakyReLU slope (SAGAN uses 0.1).")
+    leaky_slope: float = option(0.2, help="LeakyReLU slope (SAGAN uses 0.1).",
+                                check=in_range(0.0, 1.0, hi_open=True))
     conditional: bool = option(True, help="Projection head on labels when the dataset has them.")
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import memcore
-from memcore import logits_of, option, positive
+from memcore import logits_of, non_negative, option, positive
 
 
 def _real_fake(ctx):
@@ -75,7 +75,7 @@ def _input_gradients(ctx, images, labels):
 @memcore.config
 class GradientPenaltyOptions(memcore.LossOptions):
     weight: float = option(10.0, help="lambda of WGAN-GP.", check=positive)
-    target: float = option(1.0, help="Target gradient norm.")
+    target: float = option(1.0, help="Target gradient norm.", check=non_negative)
 
 
 class GradientPenalty(memcore.Loss):

@@ -35,6 +35,15 @@ def _check_resolution(resolution: int) -> None:
                                    f"dataset gives {resolution} (set data.resolution)")
 
 
+def _check_width(where: str, width: int, mult: dict, resolution: int) -> None:
+    """Channels are int(multiplier x width): at the image side the multiplier is below 1 from
+    256 px on, and a small width would leave that stage no channel."""
+    if int(mult[resolution] * width) < 1:
+        raise memcore.MemcoreError(
+            f"{where}.width = {width}: gives 0 channels at {resolution} px (width x "
+            f"{mult[resolution]}); at least {math.ceil(1 / mult[resolution])} for this data")
+
+
 def power_of_two(v):
     return None if 1 <= v <= 1024 and not v & (v - 1) else "a power of two up to 1024 (1: no SLE)"
 
@@ -117,6 +126,7 @@ class Generator(memcore.Generator):
         super().__init__()
         o = options
         _check_resolution(ctx.resolution)
+        _check_width(ctx.role or "generator", o.width, G_MULT, ctx.resolution)
         self.z_dim, self.num_classes = o.z_dim, 0
         self.sizes = [2 ** i for i in range(2, int(math.log2(ctx.resolution)) + 1)]  # 4 ... R
         width = {r: min(int(G_MULT[r] * o.width), o.max_width) for r in self.sizes}
@@ -209,6 +219,7 @@ class Discriminator(memcore.Discriminator):
         super().__init__()
         o = options
         _check_resolution(ctx.resolution)
+        _check_width("discriminator", o.width, D_MULT, ctx.resolution)
         R = ctx.resolution
         self.num_classes = 0
         self.resolution, self.small = R, R // 2

@@ -38,12 +38,28 @@ class FidelityMetric(memcore.Metric):
     main = "fidelity"            # the value that selects the best checkpoint
     needs_real = True
     needs_logits = False
+    min_samples = 1              # fewer fake (and real) samples give no value
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
         self.where = getattr(ctx, "role", "") or "metrics"
+        self.check_counts(options)
         self.extractor = build_extractor(options.extractor, ctx)
         self.key = self.main
+
+    def needed(self, options) -> tuple[int, str]:
+        """The fewest samples the value is defined for, and why."""
+        return self.min_samples, "a covariance or kernel estimate needs two samples"
+
+    def check_counts(self, options) -> None:
+        need, why = self.needed(options)
+        counts = [("num_samples", options.num_samples)]
+        if self.needs_real and options.num_real is not None:
+            counts.append(("num_real", options.num_real))
+        for key, n in counts:
+            if n < need:
+                raise memcore.MemcoreError(f"{self.where}.{key} = {n}: metric '{self.metric}' "
+                                           f"needs at least {need} ({why})")
 
     def preflight(self) -> None:
         try:
@@ -79,6 +95,7 @@ class FidelityMetric(memcore.Metric):
 class FID(FidelityMetric):
     metric = main = "fid"
     values = ("fid",)
+    min_samples = 2
 
     def score(self, fake, real, protocol):
         from torch_fidelity.metric_fid import (KEY_METRIC_FID, fid_features_to_statistics,
@@ -92,6 +109,7 @@ class FID(FidelityMetric):
 class KID(FidelityMetric):
     metric = main = "kid"
     values = ("kid", "kid_std")
+    min_samples = 2
 
     def score(self, fake, real, protocol):
         from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, \
@@ -133,6 +151,10 @@ class PRC(FidelityMetric):
     metric, main = "prc", "f_score"
     values = ("precision", "recall", "f_score")
     higher_is_better = True
+
+    def needed(self, options) -> tuple[int, str]:
+        k = options.neighborhood
+        return k + 1, f"the k-NN radius of {self.where}.neighborhood = {k} needs k other samples"
 
     def score(self, fake, real, protocol):
         from torch_fidelity.metric_prc import KEY_METRIC_F_SCORE, KEY_METRIC_PRECISION, \

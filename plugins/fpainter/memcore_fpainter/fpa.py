@@ -198,6 +198,17 @@ def painter_shape(o: FPAOptions, ctx: memcore.BuildContext) -> tuple[int, int]:
     return o.height or ctx.resolution, o.width or ctx.resolution
 
 
+def check_canvas(o: FPAOptions, resolution: int, where: str) -> None:
+    """In a run the canvas is the generated image, which D compares with the data's images: a
+    canvas of another shape (the painter alone supports any) could never be trained."""
+    for key in ("height", "width"):
+        side = getattr(o, key)
+        if side is not None and side != resolution:
+            raise memcore.MemcoreError(
+                f"{where}.{key} = {side}: the canvas is the generated image, but the data's images "
+                f"are {resolution} x {resolution} px (leave {where}.height and {where}.width out)")
+
+
 class FPA(memcore.Generator):
     """The ``fpa`` generator: a Painter and nothing else."""
 
@@ -205,6 +216,10 @@ class FPA(memcore.Generator):
         super().__init__()
         self.z_dim, self.num_classes = options.z_dim, 0
         self.painter = Painter(options, ctx.channels, *painter_shape(options, ctx))
+        self.data_side, self.where = ctx.resolution, ctx.role or "generator"
+
+    def on_build(self, models) -> None:
+        check_canvas(self.painter.o, self.data_side, self.where)
 
     def forward(self, z):
         return self.painter(z)

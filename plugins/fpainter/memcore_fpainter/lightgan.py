@@ -80,7 +80,8 @@ class LightGANOptions:
                         check=positive)
     max_width: int = option(256, help="Cap on channels.", check=positive)
     attention_at: list[int] = option(factory=lambda: [32], help="Resolutions with linear attention "
-                                     "before the down-block (the authors' main.py: [32]).")
+                                     "before the down-block (the authors' main.py: [32]).",
+                                     check=memcore.each(positive))
     last_side: int = option(4, help="Side of the last down-block's output; the decoders read it "
                             "and (a quadrant of) the map before it. lightweight-gan stops at 8 "
                             "and has a stride-2 conv in its logits head; 4 makes that step a "
@@ -146,8 +147,25 @@ def _quadrant(x, index: int):
     return x[..., row * h:(row + 1) * h, col * w:(col + 1) * w]
 
 
-class LightGANAux(memcore.Loss):
+class _NeedsLightGAN:
+    """Loss terms that read the LightGAN discriminator's 32x32 head (and decoders)."""
+
+    def __init__(self, options=None, ctx=None):
+        super().__init__(options, ctx)
+        self.where = getattr(ctx, "role", "") or "losses"
+
+    def on_build(self, models) -> None:
+        if not isinstance(models.D, LightGAN):
+            raise memcore.MemcoreError(
+                f"{self.where}: loss '{self.loss_name}' reads the 32x32 head of discriminator "
+                f"kind = \"lightgan\", got a {type(models.D).__name__} from "
+                f"{type(models.D).__module__.split('.')[0]}")
+
+
+class LightGANAux(_NeedsLightGAN, memcore.Loss):
     """The 32x32 head's hinge terms (D and G) and the decoders' reconstruction MSE on reals (D)."""
+
+    loss_name = "lightgan-aux"
 
     def __call__(self, ctx):
         if ctx.phase == "G":
@@ -172,7 +190,7 @@ class LightGANPenaltyOptions(memcore.LossOptions):
                         "`every` (so it acts as weight x every).")
 
 
-class LightGANPenalty(memcore.Loss):
+class LightGANPenalty(_NeedsLightGAN, memcore.Loss):
     """(|grad_x (logits + logits_32)| - 1)^2 on the un-augmented real batch (the forked code's
     two-sided penalty on reals only; current lightweight-gan uses a zero-centred one).
 
@@ -182,6 +200,7 @@ class LightGANPenalty(memcore.Loss):
     trainer (it joins every D pass) and skips the steps in between itself."""
 
     phases = ("D",)
+    loss_name = "lightgan-gp"
 
     @property
     def every(self) -> int:

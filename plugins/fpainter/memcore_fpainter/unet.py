@@ -16,7 +16,9 @@ import torch.nn.functional as F
 import memcore
 from memcore import option, positive
 
-from .fpa import FPAOptions, Painter, painter_shape
+from .fpa import FPAOptions, Painter, check_canvas, painter_shape
+
+HEADS = 4  # of the U-Net's self-attention (denoising-diffusion-pytorch's default)
 
 
 class ResBlock(nn.Module):
@@ -33,7 +35,7 @@ class ResBlock(nn.Module):
 class SelfAttention(nn.Module):
     """Pre-norm multi-head self-attention over the H*W positions, residual."""
 
-    def __init__(self, dim: int, groups: int, heads: int = 4):
+    def __init__(self, dim: int, groups: int, heads: int = HEADS):
         super().__init__()
         self.heads = heads
         self.norm = nn.GroupNorm(groups, dim)
@@ -134,15 +136,28 @@ class FPAUNet(memcore.Generator):
         if bad:
             raise memcore.MemcoreError(f"generator.unet_groups = {o.unet_groups} does not divide "
                                        f"the U-Net widths {bad}")
+        sides = [min(height, width) // 2 ** i for i in range(levels)]
+        attended = [o.unet_width * m for i, (m, side) in enumerate(zip(o.unet_mults, sides))
+                    if side <= o.unet_attention_at or i == levels - 1]    # the middle attends too
+        split = [w for w in attended if w % HEADS]
+        if split:
+            raise memcore.MemcoreError(
+                f"generator.unet_width = {o.unet_width}: the U-Net's self-attention splits its "
+                f"widths into {HEADS} heads, but {split} is not divisible by {HEADS} (choose "
+                "unet_width and unet_mults whose products there are multiples of 4)")
         self.z_dim, self.num_classes = o.z_dim, 0
         self.stop_grad, self.painter_from_ema = o.stop_grad, o.painter_from_ema
         self.residual = o.unet_residual
+        self.data_side, self.where = ctx.resolution, ctx.role or "generator"
         self.painter = Painter(o, ctx.channels, height, width)
         self.unet = UNet(ctx.channels, min(height, width), o.unet_width, tuple(o.unet_mults),
                          o.unet_groups, o.unet_attention_at)
         if self.residual:
             nn.init.zeros_(self.unet.head[-1].weight)
             nn.init.zeros_(self.unet.head[-1].bias)
+
+    def on_build(self, models) -> None:
+        check_canvas(self.painter.o, self.data_side, self.where)
 
     def before_phase(self, ctx):
         frozen = {"G", "G.painter"} & set(ctx.recipe.train.freeze)

@@ -23,18 +23,28 @@ from .memory import DiscriminativeMemory
 
 
 # -- discriminator ----------------------------------------------------------------------------
+def _two_slots(v):
+    """Half the slots start real and half fake: a single slot could never tell them apart."""
+    return positive(v) or (None if v >= 2 else "at least 2 slots (one real, one fake)")
+
+
+def _clip(v):
+    """eps = 0 lets p(y|x) reach 0 or 1 (an infinite loss); eps = 0.5 makes it constant."""
+    return None if 0 < v < 0.5 else "a number in (0, 0.5)"
+
+
 @memcore.config
 class DMNOptions:
     key_dim: int = option(256, help="Query/key dimension M (Table 3: 256 Fashion-MNIST, 512 CIFAR-10).",
                           check=positive)
     slots: int = option(4096, help="Memory size N (Table 3: 4096 Fashion-MNIST, 16384 CIFAR-10).",
-                        check=positive)
+                        check=_two_slots)
     top_k: int = option(128, help="Nearest slots k for read and write (paper: 128 Fashion-MNIST "
                         "and affine-MNIST, '128 ~ 256' in 3.1.1; code: 256 CIFAR-10).",
                         check=positive)
     kappa: float = option(1.0, help="vMF concentration kappa.", check=positive)
     beta: float = option(1e-8, help="Histogram smoothing beta of the prior.", check=positive)
-    eps: float = option(1e-3, help="p(y|x) is clipped to [eps, 1 - eps].", check=in_range(0.0, 0.5))
+    eps: float = option(1e-3, help="p(y|x) is clipped to [eps, 1 - eps].", check=_clip)
     decay: float = option(0.5, help="Histogram decay alpha of the incremental EM.",
                           check=in_range(0.0, 1.0))
     em_iters: int = option(1, help="EM iterations T per write (code: 1; the paper gives none).",
@@ -80,6 +90,10 @@ class DMN(memcore.Discriminator):
     def __init__(self, options: DMNOptions, ctx: memcore.BuildContext):
         super().__init__()
         o = options
+        if o.update == "kaiser" and o.em_iters != 1:
+            raise MemcoreError(f"discriminator.em_iters = {o.em_iters}: applies to "
+                               "discriminator.update = \"em\" only (the -EM ablation, "
+                               "\"kaiser\", makes a single E-step)")
         self.backbone, self.has_memory = o.backbone, o.memory
         if o.backbone == "resnet":
             from .resnet import ResNetEncoder

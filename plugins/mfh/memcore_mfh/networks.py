@@ -48,13 +48,20 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) 
     return (sums / counts)[labels]
 
 
+def two_or_more(v):
+    """Algorithm 1 draws two different slots per image (the diversity term compares them)."""
+    return positive(v) or (None if v >= 2 else "at least 2 slots (two different ones are drawn "
+                           "per image)")
+
+
 def check_switch(options):
     return None if options is None or options >= 0 else "a stage size, or 0 for automatic"
 
 
 @memcore.config
 class GeneratorOptions:
-    memory_slots: int = option(50, help="n, CI features in the memory M (paper: 50).", check=positive)
+    memory_slots: int = option(50, help="n, CI features in the memory M (paper: 50).",
+                               check=two_or_more)
     ci_dim: int = option(64, help="w, width of a CI feature (not in the paper).", check=positive)
     cr_dim: int = option(64, help="Width of a CR feature (not in the paper).", check=positive)
     width: int = option(32, help="Synthesis channels at the last stage, doubled per stage towards "
@@ -162,6 +169,10 @@ class Generator(memcore.Generator):
             raise memcore.MemcoreError(
                 "generator 'mfh' needs a labelled dataset with at least 2 classes (data.classes, "
                 "or data.labels = true for image-folder): E_cr averages features per class")
+        if o.tau_min > o.tau:
+            raise memcore.MemcoreError(
+                f"generator.tau_min = {o.tau_min}: above generator.tau = {o.tau} (τ starts at tau "
+                "and anneals down to tau_min, so tau would never be used)")
         sizes = stage_sizes(ctx.resolution)
         switch_at = o.switch_at or default_switch(sizes, ctx.resolution)
         if switch_at not in sizes:

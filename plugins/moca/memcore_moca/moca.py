@@ -51,7 +51,7 @@ class MocaOptions(memcore.BlockOptions):
                              "code 100).", check=positive)
     momentum: float = option(0.999, help="Momentum m of the key encoder: φ̃ <- m·φ̃ + (1-m)·φ "
                              "(paper 0.999, §4.1; code 0.6-0.95; 0 = no momentum, Table 4).",
-                             check=in_range(0.0, 1.0))
+                             check=in_range(0.0, 1.0, hi_open=True))  # 1: φ̃ would never move
     key_update: Literal["g-step", "forward"] = option(
         "g-step", help="When φ̃ follows φ: g-step, once per G optimizer step, i.e. each time φ "
         "has changed (our reading of §4.1 and Algorithm 1); forward: on every forward that writes "

@@ -13,14 +13,16 @@ import torch
 from torch import nn
 
 import memcore
-from memcore import dist, logits_of, option, positive
+from memcore import dist, logits_of, non_negative, option, positive
 
 
 @memcore.config
 class PathLengthOptions(memcore.LossOptions):
-    weight: float = option(2.0, help="Path-length weight (stylegan2-ada: 2; 0 in its cifar preset).")
+    weight: float = option(2.0, help="Path-length weight (stylegan2-ada: 2; 0 in its cifar "
+                           "preset).", check=non_negative)
     every: int = option(4, help="Lazy interval (stylegan2: 4).", check=positive)
-    decay: float = option(0.01, help="Rate of the running mean of path lengths.", check=positive)
+    decay: float = option(0.01, help="Rate of the running mean of path lengths.",
+                          check=lambda v: None if 0 < v <= 1 else "a number in (0, 1]")
     batch_shrink: int = option(2, help="Use batch / batch_shrink latents for the term.",
                                check=positive)
 
@@ -38,6 +40,15 @@ class PathLength(nn.Module, memcore.Loss):
         nn.Module.__init__(self)
         memcore.Loss.__init__(self, options, ctx)
         self.register_buffer("pl_mean", torch.zeros(()))
+        self.where = getattr(ctx, "role", "") or "losses"
+
+    def on_build(self, models) -> None:
+        import inspect
+        if "return_ws" not in inspect.signature(models.G.forward).parameters:
+            raise memcore.MemcoreError(
+                f"{self.where}: loss 'path-length' differentiates the images by G's styles and "
+                f"needs generator kind = \"stylegan2\" (got {type(models.G).__name__} from "
+                f"{type(models.G).__module__.split('.')[0]})")
 
     def __call__(self, ctx):
         o = self.options

@@ -336,6 +336,7 @@ class Generator(memcore.Generator):
         self.style_mixing = _preset(o, "style_mixing")
         self.eval_noise = o.eval_noise
         base = _preset(o, "channel_base")
+        _check_channel_base(ctx.role or "generator", base, ctx.resolution)
         channels = {r: min(base // r, o.channel_max) for r in resolutions}
         self.synthesis = Synthesis(channels, o.w_dim, ctx.channels, o.conv_clamp, ctx)
         self.num_ws = self.synthesis.num_ws
@@ -423,6 +424,14 @@ class DiscriminatorOptions:
                                  check=positive)
 
 
+def _check_channel_base(role: str, base: int, resolution: int) -> None:
+    """Channels at r are channel_base // r: below the image side that is 0 at the top."""
+    if base < resolution:
+        raise memcore.MemcoreError(
+            f"{role}.channel_base = {base}: gives 0 channels at {resolution} px (channels are "
+            f"channel_base / resolution); at least {resolution} for this data")
+
+
 def _check_mbstd(group: int, mbstd_channels: int, channels: int, batch: int) -> None:
     """A group not dividing the batch would silently shrink to gcd(batch, group); one larger than
     the batch is the whole batch, as in stylegan2-ada."""
@@ -443,6 +452,7 @@ class Discriminator(memcore.Discriminator):
         resolutions = _resolutions(ctx.resolution)[::-1]               # R, R/2, ..., 4
         self.num_classes = ctx.num_classes if o.conditional else 0
         base = _preset(o, "channel_base")
+        _check_channel_base("discriminator", base, ctx.resolution)
         channels = {r: min(base // r, o.channel_max) for r in resolutions}
         residual = _preset(o, "architecture") == "resnet"
         self.resolutions = resolutions[:-1]
