@@ -35,7 +35,8 @@ def base_context(recipe: Recipe, dataset) -> BuildContext:
     # the launcher's WORLD_SIZE: the process group may not exist yet when networks are built
     per_process = t.batch_size // max(1, int(os.environ.get("WORLD_SIZE", "1"))) // t.micro_batches
     return BuildContext(resolution=dataset.resolution, channels=dataset.channels,
-                        num_classes=dataset.num_classes, seed=t.seed, batch_size=per_process)
+                        num_classes=dataset.num_classes, seed=t.seed, batch_size=per_process,
+                        data=recipe.data)
 
 
 def build_network(recipe: Recipe, dataset, role: str) -> nn.Module:

@@ -33,6 +33,9 @@ class BuildContext:
     blocks: tuple = ()       # [[<role>.blocks]] components for backbones
     seed: int = 0
     batch_size: int = 0      # images per network call on a real batch in training, per process
+    # the recipe's [data] component (kind, options), for a part that opens another split of the
+    # training dataset (a metric's reference images); None where no recipe is at hand
+    data: Any = None
     _slots_used: bool = False
 
     def block_slots(self, channels_at: Mapping[int, int]) -> "BlockSlots":

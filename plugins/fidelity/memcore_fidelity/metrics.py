@@ -13,7 +13,8 @@ import torch
 import memcore
 from memcore import dist
 
-from .reference import cache_root, fake_features, reference_features, reference_images
+from .reference import (cache_root, check_reference_split, fake_features, reference_features,
+                        reference_images)
 
 _EXTRACTORS: dict = {}  # (kind, options) -> extractor: metrics sharing an extractor load it once
 
@@ -44,6 +45,8 @@ class FidelityMetric(memcore.Metric):
         super().__init__(options, ctx)
         self.where = getattr(ctx, "role", "") or "metrics"
         self.check_counts(options)
+        if self.needs_real:
+            check_reference_split(getattr(ctx, "data", None), options.reference_split, self.where)
         self.extractor = build_extractor(options.extractor, ctx)
         self.key = self.main
 

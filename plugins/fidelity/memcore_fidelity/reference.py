@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import typing
 import warnings
 import weakref
 from pathlib import Path
@@ -76,6 +77,21 @@ class Reference:
         return f"{self.dataset} split={self.split} {h}px {c}ch"
 
 
+def check_reference_split(spec, split: str, where: str) -> None:
+    """A reference split other than 'train' must be a split the recipe's dataset (``spec``, its
+    [data] component) has; found when the metric is built, so before step 1."""
+    if split == "train" or spec is None:
+        return
+    fields = attrs.fields_dict(attrs.resolve_types(type(spec.options)))
+    if "split" not in fields:
+        raise memcore.MemcoreError(f"{where}.reference_split = '{split}': dataset '{spec.kind}' "
+                                   "has no split option; use reference_split = 'train'")
+    splits = typing.get_args(fields["split"].type)
+    if splits and split not in splits:
+        raise memcore.MemcoreError(f"{where}.reference_split = '{split}': dataset '{spec.kind}' "
+                                   f"has the splits {', '.join(map(repr, splits))}")
+
+
 def reference_images(session, split: str, n: int, where: str) -> Reference:
     """``n`` real images: the run's training data (``split='train'``) or another split of the
     same dataset, in a fixed shuffled order. Warns when fewer than ``n`` exist."""
@@ -86,9 +102,10 @@ def reference_images(session, split: str, n: int, where: str) -> Reference:
     if split == "train":
         dataset, used_split = session.dataset, options.get("split", "train")
     else:
-        if spec is None or "split" not in options:
-            raise memcore.MemcoreError(f"{where}.reference_split = '{split}': dataset '{kind}' has "
-                                       f"no split option; use reference_split = 'train'")
+        if spec is None:
+            raise memcore.MemcoreError(f"{where}.reference_split = '{split}': no recipe names "
+                                       f"the dataset ('{kind}'); use reference_split = 'train'")
+        check_reference_split(spec, split, where)
         ds_options = attrs.evolve(spec.options, split=split, limit=None)
         entry = memcore.get_registry().get("dataset", kind)
         dataset = entry.load_factory()(ds_options, memcore.BuildContext(resolution=0, channels=0,
