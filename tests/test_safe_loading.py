@@ -22,16 +22,9 @@ from memcore.testing import plant_code_pickle as plant
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def marker(tmp_path):
-    path = tmp_path / "pwned"
-    yield path
-    assert not path.exists(), "a planted pickle ran code"
-
-
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
-def test_load_tensors_refuses_code(tmp_path, marker, fmt):
-    bad = plant(tmp_path / "bad.pt", marker, fmt)
+def test_load_tensors_refuses_code(tmp_path, code_marker, fmt):
+    bad = plant(tmp_path / "bad.pt", code_marker, fmt)
     with pytest.raises(memcore.MemcoreError, match="refused") as info:
         memcore.load_tensors(bad, what="extractor weights")
     assert str(bad) in str(info.value) and "extractor weights" in str(info.value)
@@ -48,28 +41,28 @@ def test_load_tensors_reads_tensors_and_names_missing_files(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
-def test_checkpoints_refuse_code(tmp_path, marker, fmt):
+def test_checkpoints_refuse_code(tmp_path, code_marker, fmt):
     """--resume, train.init_from, sample and eval all read checkpoints through checkpoint.load."""
-    bad = plant(tmp_path / "run" / "checkpoints" / "step-0000002.pt", marker, fmt)
+    bad = plant(tmp_path / "run" / "checkpoints" / "step-0000002.pt", code_marker, fmt)
     with pytest.raises(memcore.MemcoreError, match="refused"):
         checkpoint.load(bad)
     with pytest.raises(memcore.MemcoreError, match="refused"):
         memcore.load_run(tmp_path / "run")
 
 
-def test_numpy_pickles_admit_arrays_only(tmp_path, marker):
+def test_numpy_pickles_admit_arrays_only(tmp_path, code_marker):
     import numpy as np
     array = np.arange(6, dtype=np.uint8).reshape(2, 3)
     assert (load_numpy_pickle(pickle.dumps(array), what="data", path="x") == array).all()
-    bad = plant(tmp_path / "data.gz", marker, "gzip")
+    bad = plant(tmp_path / "data.gz", code_marker, "gzip")
     with pytest.raises(memcore.MemcoreError, match="refused"):
         load_numpy_pickle(gzip.open(bad).read(), what="animal-mnist data file", path=bad)
 
 
-def test_animal_mnist_reads_through_the_numpy_only_unpickler(tmp_path, marker, monkeypatch):
+def test_animal_mnist_reads_through_the_numpy_only_unpickler(tmp_path, code_marker, monkeypatch):
     pytest.importorskip("animal_mnist")
     from memcore.datasets import _numpy_pickle
-    bad = plant(tmp_path / "animal_data_version_3.gz", marker, "gzip")
+    bad = plant(tmp_path / "animal_data_version_3.gz", code_marker, "gzip")
     with pytest.raises(memcore.MemcoreError, match="refused"):
         _numpy_pickle(bad, "animal-mnist data file")
 

@@ -157,6 +157,15 @@ class _RunsCommand:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.fixture
+def code_marker(tmp_path):
+    """The marker path to give :func:`plant_code_pickle`; the test fails if it exists at the end
+    (a planted pickle ran code)."""
+    path = tmp_path / "planted-pickle-ran"
+    yield path
+    assert not path.exists(), "a planted pickle ran code"
+
+
 def plant_code_pickle(path: Path, marker: Path, fmt: str = "zip") -> Path:
     """Write a file at ``path`` that creates ``marker`` if anything unpickles it with code
     execution; ``fmt`` is torch's ``"zip"`` format, its ``"legacy"`` one or a ``"gzip"``-ed plain

@@ -15,23 +15,16 @@ from memcore_fidelity import extractors, reference
 from memcore_fidelity.options import InceptionOptions
 
 
-@pytest.fixture
-def marker(tmp_path):
-    path = tmp_path / "pwned"
-    yield path
-    assert not path.exists(), "a planted pickle ran code"
-
-
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
-def test_inception_weights_from_the_recipe(tmp_path, marker, fmt):
-    bad = plant_code_pickle(tmp_path / "inception.pth", marker, fmt)
+def test_inception_weights_from_the_recipe(tmp_path, code_marker, fmt):
+    bad = plant_code_pickle(tmp_path / "inception.pth", code_marker, fmt)
     extractor = extractors.InceptionV3Compat(InceptionOptions(weights=str(bad)))
     with pytest.raises(memcore.MemcoreError, match="refused"):
         extractor.network()
 
 
-def test_inception_weights_from_the_environment(tmp_path, marker, monkeypatch):
-    bad = plant_code_pickle(tmp_path / "inception.pth", marker)
+def test_inception_weights_from_the_environment(tmp_path, code_marker, monkeypatch):
+    bad = plant_code_pickle(tmp_path / "inception.pth", code_marker)
     monkeypatch.setenv("MEMCORE_INCEPTION_WEIGHTS", str(bad))
     with pytest.raises(memcore.MemcoreError, match="refused"):
         extractors.InceptionV3Compat(InceptionOptions()).network()
@@ -58,25 +51,25 @@ def test_inception_reads_a_weights_only_file(tmp_path, monkeypatch):
     assert fidelity_inception.load_state_dict_from_url is no_fetch  # our patch was undone
 
 
-def test_efficientnet_and_fashion_weights(tmp_path, marker, monkeypatch):
-    bad = plant_code_pickle(tmp_path / "weights.pth", marker)
+def test_efficientnet_and_fashion_weights(tmp_path, code_marker, monkeypatch):
+    bad = plant_code_pickle(tmp_path / "weights.pth", code_marker)
     for cls in (extractors.EfficientNetLite0, extractors.FashionClassifier):
         monkeypatch.setattr(cls, "weights_path", lambda self: bad)
         with pytest.raises(memcore.MemcoreError, match="refused"):
             cls(None).network()
 
 
-def test_reference_cache_is_recomputed_not_unpickled(tmp_path, marker):
-    bad = plant_code_pickle(tmp_path / "cache.pt", marker)
+def test_reference_cache_is_recomputed_not_unpickled(tmp_path, code_marker):
+    bad = plant_code_pickle(tmp_path / "cache.pt", code_marker)
     with pytest.warns(UserWarning, match="refused"):
         assert reference._load(bad, {"k": 1}) is None
 
 
-def test_eval_with_planted_inception_weights(tmp_path, marker, monkeypatch, capsys):
+def test_eval_with_planted_inception_weights(tmp_path, code_marker, monkeypatch, capsys):
     """End to end: MEMCORE_INCEPTION_WEIGHTS pointing at a planted file, then `memcore eval`."""
     run = train(tiny_recipe(), tmp_path)
     monkeypatch.setenv("MEMCORE_INCEPTION_WEIGHTS",
-                       str(plant_code_pickle(tmp_path / "w.pth", marker)))
+                       str(plant_code_pickle(tmp_path / "w.pth", code_marker)))
     capsys.readouterr()
     code = main(["eval", str(run), "--metrics", "fid@inception-v3-compat", "--num-samples", "8"])
     assert code != 0 and "refused" in capsys.readouterr().err
