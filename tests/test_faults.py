@@ -175,8 +175,18 @@ def _signal_when(monkeypatch, cls, method, signals, condition=lambda self, *a: T
     monkeypatch.setattr(cls, method, wrapped)
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test, also where pytest was started with SIGINT ignored
+    (a background job of a non-interactive shell), which memcore rightly keeps."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_signal_after_the_run_dir_exists_but_before_step_one(tmp_path, monkeypatch, capsys, signum):
+def test_signal_after_the_run_dir_exists_but_before_step_one(tmp_path, monkeypatch, capsys, signum,
+                                                            python_sigint):
     from memcore import trainer
     _signal_when(monkeypatch, trainer.RunLog, "__init__", [signum])
     assert run_cli("run", _recipe(tmp_path)) == 128 + signum
