@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 from .errors import MemcoreError, RecipeError, TrainingStopped  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .registry import API_VERSION, KINDS, get_registry  # noqa: E402
-from .config import (config, option, NoOptions, positive, non_negative, in_range, each,  # noqa: E402
+from .config import (config, option, NoOptions, positive, non_negative, in_range, at_least, each,  # noqa: E402
                      slot)
 from .safeload import load_tensors, load_numpy_pickle  # noqa: E402
 
@@ -40,7 +40,7 @@ def __getattr__(name):
 __all__ = [
     "__version__", "API_VERSION", "KINDS", "MemcoreError", "RecipeError", "TrainingStopped",
     "hookimpl", "get_registry", "config", "option", "NoOptions", "positive", "non_negative",
-    "in_range", "each", "slot", "BuildContext", "Generator", "Discriminator", "Loss", "LossOptions",
+    "in_range", "at_least", "each", "slot", "BuildContext", "Generator", "Discriminator", "Loss", "LossOptions",
     "Metric", "MetricOptions", "DatasetOptions", "ImageDataset", "Models", "logits_of",
     "to_float", "to_uint8", "Memory", "slot_statistics", "BlockOptions", "BlockSlots",
     "StepContext", "add_loss", "LoadedRun", "load_run", "train", "MetricSession", "ImageSession",

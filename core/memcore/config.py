@@ -63,13 +63,22 @@ def non_negative(v):
     return None if v is None or v >= 0 else "a number >= 0"
 
 
-def in_range(lo, hi, *, hi_open: bool = False):
-    """A check for ``lo <= v <= hi``: both bounds are inclusive, unless ``hi_open`` (``lo <= v <
-    hi``: a momentum, a decay or an Adam beta, where ``hi`` itself would never move anything)."""
+def in_range(lo, hi, *, lo_open: bool = False, hi_open: bool = False):
+    """A check for ``lo <= v <= hi``: both bounds are inclusive, unless ``lo_open`` / ``hi_open``
+    exclude them (``hi_open``: a momentum, a decay or an Adam beta, where ``hi`` itself would
+    never move anything)."""
     def check(v):
-        if v is None or (lo <= v < hi if hi_open else lo <= v <= hi):
+        if v is None or ((lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)):
             return None
-        return f"a number in [{lo}, {hi}{')' if hi_open else ']'}"
+        return f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    return check
+
+
+def at_least(n: int, reason: str):
+    """A check for a count of at least ``n`` (and no larger than any size, as :func:`positive`),
+    with the reason fewer cannot work."""
+    def check(v):
+        return positive(v) or (None if v is None or v >= n else f"at least {n} ({reason})")
     return check
 
 

@@ -48,15 +48,12 @@ class FidelityOptions(memcore.MetricOptions):
                                       "$MEMCORE_CACHE/fidelity, else ~/.cache/memcore/fidelity).")
 
 
-def _subset(v):
-    """The unbiased MMD^2 divides by m (m - 1): a subset of one sample has no value."""
-    return positive(v) or (None if v >= 2 else "at least 2 samples per subset")
-
-
 @memcore.config
 class KIDOptions(FidelityOptions):
     kid_subset_size: int = option(1000, help="Samples per subset; reduced (with a warning) when "
-                                  "fewer images are available.", check=_subset)
+                                  "fewer images are available.",
+                                  check=memcore.at_least(2, "samples per subset: the unbiased "
+                                                         "MMD² divides by m (m - 1)"))
     kid_subsets: int = option(100, help="Number of random subsets averaged.", check=positive)
 
 

@@ -23,28 +23,20 @@ from .memory import DiscriminativeMemory
 
 
 # -- discriminator ----------------------------------------------------------------------------
-def _two_slots(v):
-    """Half the slots start real and half fake: a single slot could never tell them apart."""
-    return positive(v) or (None if v >= 2 else "at least 2 slots (one real, one fake)")
-
-
-def _clip(v):
-    """eps = 0 lets p(y|x) reach 0 or 1 (an infinite loss); eps = 0.5 makes it constant."""
-    return None if 0 < v < 0.5 else "a number in (0, 0.5)"
-
-
 @memcore.config
 class DMNOptions:
     key_dim: int = option(256, help="Query/key dimension M (Table 3: 256 Fashion-MNIST, 512 CIFAR-10).",
                           check=positive)
     slots: int = option(4096, help="Memory size N (Table 3: 4096 Fashion-MNIST, 16384 CIFAR-10).",
-                        check=_two_slots)
+                        check=memcore.at_least(2, "slots: half start real, half fake"))
     top_k: int = option(128, help="Nearest slots k for read and write (paper: 128 Fashion-MNIST "
                         "and affine-MNIST, '128 ~ 256' in 3.1.1; code: 256 CIFAR-10).",
                         check=positive)
     kappa: float = option(1.0, help="vMF concentration kappa.", check=positive)
     beta: float = option(1e-8, help="Histogram smoothing beta of the prior.", check=positive)
-    eps: float = option(1e-3, help="p(y|x) is clipped to [eps, 1 - eps].", check=_clip)
+    # 0 lets p(y|x) reach 0 or 1 (an infinite loss); 0.5 makes it constant
+    eps: float = option(1e-3, help="p(y|x) is clipped to [eps, 1 - eps].",
+                        check=in_range(0, 0.5, lo_open=True, hi_open=True))
     decay: float = option(0.5, help="Histogram decay alpha of the incremental EM.",
                           check=in_range(0.0, 1.0))
     em_iters: int = option(1, help="EM iterations T per write (code: 1; the paper gives none).",

@@ -48,12 +48,6 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) 
     return (sums / counts)[labels]
 
 
-def two_or_more(v):
-    """Algorithm 1 draws two different slots per image (the diversity term compares them)."""
-    return positive(v) or (None if v >= 2 else "at least 2 slots (two different ones are drawn "
-                           "per image)")
-
-
 def check_switch(options):
     return None if options is None or options >= 0 else "a stage size, or 0 for automatic"
 
@@ -61,7 +55,8 @@ def check_switch(options):
 @memcore.config
 class GeneratorOptions:
     memory_slots: int = option(50, help="n, CI features in the memory M (paper: 50).",
-                               check=two_or_more)
+                               check=memcore.at_least(
+                                   2, "slots: Algorithm 1 draws two different ones per image"))
     ci_dim: int = option(64, help="w, width of a CI feature (not in the paper).", check=positive)
     cr_dim: int = option(64, help="Width of a CR feature (not in the paper).", check=positive)
     width: int = option(32, help="Synthesis channels at the last stage, doubled per stage towards "

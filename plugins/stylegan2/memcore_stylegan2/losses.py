@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import memcore
-from memcore import dist, logits_of, non_negative, option, positive
+from memcore import dist, in_range, logits_of, non_negative, option, positive
 
 
 @memcore.config
@@ -22,7 +22,7 @@ class PathLengthOptions(memcore.LossOptions):
                            "preset).", check=non_negative)
     every: int = option(4, help="Lazy interval (stylegan2: 4).", check=positive)
     decay: float = option(0.01, help="Rate of the running mean of path lengths.",
-                          check=lambda v: None if 0 < v <= 1 else "a number in (0, 1]")
+                          check=in_range(0, 1, lo_open=True))
     batch_shrink: int = option(2, help="Use batch / batch_shrink latents for the term.",
                                check=positive)
 
