@@ -1,6 +1,7 @@
 """The core's dataset components on real data (Debian Fashion-MNIST, PyPI animal-mnist) and on
 small image folders made here."""
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,63 @@ def test_fashion_mnist_missing_explains_install(tmp_path, monkeypatch):
     monkeypatch.delenv("MEMCORE_FASHION_MNIST", raising=False)
     with pytest.raises(MemcoreError, match="apt-get install dataset-fashion-mnist"):
         dataset("fashion-mnist")
+
+
+def test_fashion_mnist_is_sized_from_headers_and_decoded_on_first_use(monkeypatch):
+    import memcore.datasets as datasets
+    decoded = []
+    read_idx = datasets._read_idx
+    monkeypatch.setattr(datasets, "_read_idx", lambda path: decoded.append(path.name) or
+                        read_idx(path))
+    options = dict(split="all", classes=[3, 5], limit=13999, resolution=16, channels=3)
+    ds = dataset("fashion-mnist", **options)
+    assert decoded == ["train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    # 7,000 of each class in train + test; the limit drops the last sandal
+    sized = (len(ds), ds.channels, ds.resolution, ds.labels.shape, ds.class_names)
+    assert sized == (13999, 3, 16, (13999,), ("dress", "sandal"))
+    images = ds.images
+    assert decoded[2:] == ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
+    assert images.shape == (13999, 3, 16, 16) and images.dtype == torch.uint8
+    assert ds.images is images and len(decoded) == 4
+    # the same images, in the same order, as decoding first and selecting after
+    eager = datasets.finish(np.concatenate([read_idx(Path(datasets.DEBIAN_FASHION) / f)
+                                            for f in decoded[2:]]),
+                            ds.labels.new_tensor(np.concatenate(
+                                [read_idx(Path(datasets.DEBIAN_FASHION) / f) for f in decoded[:2]])),
+                            structure(options, get_registry().get("dataset", "fashion-mnist")
+                                      .load_config()), datasets.FASHION_CLASSES, "")
+    assert torch.equal(eager.images, images) and torch.equal(eager.labels, ds.labels)
+
+
+def _fashion_files(folder, images: bytes, labels: bytes):
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(b"")  # marks the folder as Fashion-MNIST
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(images)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(labels)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("cut", "truncated or damaged"),                 # the .gz cut short mid-stream
+    ("short", "truncated or damaged"),               # a valid .gz of fewer bytes than its header
+    ("labels", "files of different sets"),           # train labels beside test images
+    ("garbage", "not a readable idx file"),
+])
+def test_damaged_fashion_files_are_refused_when_opened(tmp_path, damage, expected):
+    import gzip
+    real = Path("/usr/share/datasets/fashion-mnist")
+    images = (real / "t10k-images-idx3-ubyte.gz").read_bytes()
+    labels = (real / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    if damage == "cut":
+        images = images[: len(images) // 2]
+    elif damage == "short":
+        images = gzip.compress(gzip.decompress(images)[:-784])
+    elif damage == "labels":
+        labels = (real / "train-labels-idx1-ubyte.gz").read_bytes()
+    else:
+        images = b"not gzip at all"
+    _fashion_files(tmp_path / "fm", images, labels)
+    with pytest.raises(MemcoreError, match=expected):
+        dataset("fashion-mnist", split="test", path=str(tmp_path / "fm"))
 
 
 def test_animal_mnist_balanced_split():

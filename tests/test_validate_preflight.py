@@ -6,6 +6,7 @@ import contextlib
 import io
 
 import numpy as np
+import torch
 import pytest
 import tomli_w
 from PIL import Image
@@ -159,3 +160,58 @@ def test_show_lists_slots_and_block_snippet_validates(tmp_path, monkeypatch, cap
     recipe = tomli_w.dumps(tiny_recipe()) + "\n" + snippet
     (tmp_path / "r.toml").write_text(recipe)
     assert main(["validate", str(tmp_path / "r.toml")]) == 0, capsys.readouterr().err
+
+
+def test_shape_build_keeps_small_tensors_real_and_gives_large_ones_on_meta():
+    from torch import nn
+
+    from memcore.preflight import _ShapeBuild
+    with _ShapeBuild() as build:
+        layer = nn.Linear(64, 32)                       # real values: a check may read them
+        huge = torch.zeros(2**31, dtype=torch.uint8)    # 2 GiB: one request over TENSOR_BYTES
+        shaped = torch.empty((3, 5), dtype=torch.float64)
+        sized = torch.full(size=(2, 2), fill_value=7.0)
+        on_request = torch.ones(4, device="cpu")        # an explicit device is left alone
+    assert layer.weight.device.type == "cpu" and layer.weight.abs().sum() > 0
+    assert huge.is_meta and huge.shape == (2**31,)
+    assert not shaped.is_meta and not sized.is_meta and sized.sum() == 28
+    assert build.cpu_bytes == (64 * 32 + 32) * 4 + 15 * 8 + 4 * 4
+    assert not on_request.is_meta
+    with _ShapeBuild() as build:                        # many requests under TENSOR_BYTES each
+        parts = [torch.empty(2**22) for _ in range(20)]  # 16 MiB each, 256 MiB budget
+    assert [p.is_meta for p in parts] == [False] * 16 + [True] * 4
+
+
+BIG_BUFFER_PLUGIN = '''
+import torch
+from torch import nn
+import memcore
+
+
+class Tally(nn.Module):
+    """Reads a value of a 64 MiB buffer while it is built: a meta tensor cannot give one."""
+
+    def __init__(self, options, ctx):
+        super().__init__()
+        self.register_buffer("counts", torch.zeros(2**24))
+        self.start = int(self.counts.sum().item())
+
+    def forward(self, x):
+        return x
+
+
+@memcore.hookimpl
+def memcore_register_components(registry):
+    registry.add("block", "tally", Tally, memcore.BlockOptions)
+'''
+
+
+def test_component_reading_a_large_tensor_is_built_for_real(images, tmp_path, monkeypatch,
+                                                             isolated_registry, capsys):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "tally.py").write_text(BIG_BUFFER_PLUGIN)
+    recipe = recipe_with(images)
+    recipe["generator"]["blocks"] = [{"kind": "tally", "at": 14}]
+    (tmp_path / "r.toml").write_text(tomli_w.dumps(recipe))
+    assert main(["--plugins-dir", str(tmp_path / "plugins"), "validate",
+                 str(tmp_path / "r.toml")]) == 0, capsys.readouterr().err

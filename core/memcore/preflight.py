@@ -2,15 +2,17 @@
 
 ``memcore validate``, ``memcore run`` and ``memcore run --dry-run`` call :func:`preflight` on a
 structured recipe. It opens the dataset (and counts its usable images), builds every network, the
-augmentation and the losses on the meta device (shapes only, no weights allocated) and links them
-(``on_build``), so block positions and component combinations are checked; it builds the metrics and
-runs their ``preflight()`` (extractor weights present), checks ``train.best_metric`` against the
+augmentation and the losses on the CPU, tensors too large for a bounded budget on the meta
+device (:class:`_ShapeBuild`), and links them (``on_build``), so block positions and component
+combinations are checked; it builds the metrics and runs their ``preflight()`` (extractor weights present), checks ``train.best_metric`` against the
 values the metrics give and ``train.init_from`` against the networks. Every problem is reported at
 once, each naming its recipe key, in one :class:`RecipeError` (exit 2).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -18,6 +20,7 @@ from typing import Callable
 import attrs
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import checkpoint
 from .build import base_context, build_dataset, build_metrics, build_network, make_component
@@ -70,13 +73,17 @@ def _attempt(problems: list[str], where: str, build: Callable, unexpected: bool 
     """``build()``, or ``None`` with its failure added to ``problems`` under the key ``where``.
 
     ``unexpected=False`` lets an exception that is not a :class:`MemcoreError` through as
-    :class:`_Unexpected` (the meta-device build then retries on the CPU).
+    :class:`_Unexpected` (the build is then retried in the next place of :func:`_check_models`),
+    also where :func:`memcore.registry.make_component` wrapped it in one (its ``__cause__``).
     """
     try:
         return build()
     except RecipeError as exc:
         problems.extend(exc.problems)
     except MemcoreError as exc:
+        if not unexpected and exc.__cause__ is not None and \
+                not isinstance(exc.__cause__, MemcoreError):
+            raise _Unexpected() from exc
         problems.append(_keyed(where, str(exc)))
     except Exception as exc:
         if not unexpected:
@@ -153,22 +160,78 @@ def _check_size(recipe: Recipe, dataset, problems: list[str]) -> None:
 
 # -- the networks -----------------------------------------------------------------------------
 def _check_models(recipe: Recipe, dataset, problems: list[str]) -> Models | None:
-    """Every network, the augmentation and the losses, built and linked on the meta device.
+    """Every network, the augmentation and the losses, built and linked.
 
-    A component whose constructor needs real values (``.item()``, numpy) fails there with
-    something other than a :class:`MemcoreError`; then everything is built on the CPU instead.
+    First under :class:`_ShapeBuild`. Where a component fails there with something other than a
+    :class:`MemcoreError` (it mixed one of the CPU tensors with a meta one given for a large
+    request), everything is built again on the meta device, and where one needs real values there
+    (``.item()``, numpy), on the CPU, where what it raises is reported.
     """
-    try:
+    places = (_ShapeBuild, lambda: torch.device("meta"), contextlib.nullcontext)
+    for tier, place in enumerate(places):
         found: list[str] = []
-        with torch.device("meta"):
-            models = _build_all(recipe, dataset, found, unexpected=False)
-    except _Unexpected:
-        found = []
-        models = _build_all(recipe, dataset, found, unexpected=True)
+        try:
+            with place():
+                models = _build_all(recipe, dataset, found, unexpected=tier == len(places) - 1)
+            break
+        except _Unexpected:
+            continue
     problems.extend(found)
     if models is not None:
         _check_memory(recipe, models, problems)
     return models
+
+
+class _ShapeBuild(TorchFunctionMode):
+    """Networks built on the CPU within a bounded amount of memory.
+
+    A factory call (``empty``, ``zeros``, ``randn``, ...) whose tensor is larger than
+    ``TENSOR_BYTES``, or would take this build's tensors past ``BUDGET_BYTES``, gives a meta tensor
+    instead, so a recipe asking for more than the machine holds is refused by
+    :func:`_check_memory`, not by the allocator. Why not the meta device throughout: several of
+    torch's meta kernels (``normal_``, ``arange``, spectral norm's ``mv``) are Python reference
+    kernels that import ``torch._dynamo`` and ``sympy`` on first use, which costs about as much
+    CPU time as ``import torch`` itself (docs/performance.md); the fills of a network that fits
+    the budget cost a few milliseconds.
+    """
+
+    TENSOR_BYTES = 16 * 2**20
+    BUDGET_BYTES = 256 * 2**20
+
+    def __init__(self):
+        super().__init__()
+        self.cpu_bytes = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SIZED_FACTORIES and kwargs.get("device") is None:
+            size = _requested_bytes(func, args, kwargs)
+            if size is not None:
+                if size > self.TENSOR_BYTES or self.cpu_bytes + size > self.BUDGET_BYTES:
+                    return func(*args, **{**kwargs, "device": "meta"})
+                self.cpu_bytes += size
+        return func(*args, **kwargs)
+
+
+# torch's factory functions whose first argument (or ``size=``) is the shape
+_SIZED_FACTORIES = frozenset([torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn,
+                              torch.full, torch.empty_strided])
+
+
+def _requested_bytes(func, args, kwargs) -> int | None:
+    """Bytes of the tensor a factory call asks for (``None`` where the call is malformed: the
+    factory itself then says what is wrong)."""
+    if "size" in kwargs:
+        size = kwargs["size"]
+    elif func in (torch.full, torch.empty_strided) or (args and not isinstance(args[0], int)):
+        size = args[0] if args else ()
+    else:
+        size = args  # torch.zeros(3, 4)
+    try:
+        numel = math.prod(int(n) for n in size)
+    except (TypeError, ValueError):
+        return None
+    return max(numel, 0) * (kwargs.get("dtype") or torch.get_default_dtype()).itemsize
 
 
 def _build_all(recipe: Recipe, dataset, problems: list[str], unexpected: bool) -> Models | None:

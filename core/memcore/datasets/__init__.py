@@ -10,7 +10,7 @@ import gzip
 import os
 import warnings
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
@@ -67,25 +67,58 @@ class FashionOptions(MnistLikeOptions):
 
 
 class TensorImageDataset(ImageDataset):
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, class_names=(),
-                 description=""):
-        self.images = images.contiguous()
+    """Images held in memory: a uint8 N×C×H×W tensor, or a function that reads them on first use
+    (given with their ``shape``), so that ``memcore validate`` learns the size and shape of a
+    dataset without decoding it."""
+
+    def __init__(self, images: torch.Tensor | Callable[[], torch.Tensor],
+                 labels: torch.Tensor | None, class_names=(), description="",
+                 shape: tuple[int, int, int, int] | None = None):
+        if callable(images):
+            self._read, self._images = images, None
+        else:
+            self._read, self._images = None, images.contiguous()
+            shape = tuple(images.shape)
+        self._length, self.channels, self.resolution = shape[0], shape[1], shape[2]
         self.labels = labels
-        self.channels, self.resolution = images.shape[1], images.shape[2]
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names) if labels is not None else 0
         self.description = description
+
+    @property
+    def images(self) -> torch.Tensor:
+        if self._images is None:
+            self._images = self._read().contiguous()
+        return self._images
+
+    def __len__(self) -> int:
+        return self._length
 
 
 def finish(images: np.ndarray | torch.Tensor, labels, options: ImageOptions, class_names,
            description) -> TensorImageDataset:
     """NHWC/NHW uint8 -> dataset with the options' class filter, limit, resolution and channels."""
+    images = _nchw(images)
+    keep, labels, class_names = select(labels, options, class_names, len(images))
+    images = convert_images(images if keep is None else images[keep], options.resolution,
+                            options.channels)
+    return TensorImageDataset(images, labels, class_names, description)
+
+
+def _nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     images = torch.as_tensor(np.asarray(images))
     if images.dim() == 3:
-        images = images[:, None]
-    elif images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-        images = images.permute(0, 3, 1, 2)
+        return images[:, None]
+    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        return images.permute(0, 3, 1, 2)
+    return images
+
+
+def select(labels, options: ImageOptions, class_names, count: int):
+    """``(index of the images kept or None for all, their labels, their class names)`` after the
+    options' class filter (relabelled 0..k-1 in the order given) and limit."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long) if labels is not None else None
+    keep = None
     if options.classes:
         if labels is None:
             raise MemcoreError("data.classes needs a labelled dataset")
@@ -93,18 +126,18 @@ def finish(images: np.ndarray | torch.Tensor, labels, options: ImageOptions, cla
         if bad:
             raise MemcoreError(f"data.classes = {list(options.classes)}: class {bad[0]} does not "
                                f"exist ({len(class_names)} classes)")
-        keep = torch.zeros_like(labels, dtype=torch.bool)
+        chosen = torch.zeros_like(labels, dtype=torch.bool)
         remap = torch.full((len(class_names),), -1, dtype=torch.long)
         for new, old in enumerate(options.classes):
-            keep |= labels == old
+            chosen |= labels == old
             remap[old] = new
-        images, labels = images[keep], remap[labels[keep]]
+        keep = chosen.nonzero().squeeze(1)
+        labels = remap[labels[keep]]
         class_names = [class_names[c] for c in options.classes]
     if options.limit is not None:
-        images = images[: options.limit]
+        keep = (torch.arange(count) if keep is None else keep)[: options.limit]
         labels = labels[: options.limit] if labels is not None else None
-    images = convert_images(images, options.resolution, options.channels)
-    return TensorImageDataset(images, labels, class_names, description)
+    return keep, labels, class_names
 
 
 def convert_images(images: torch.Tensor, resolution: int | None, channels: int | None,
@@ -128,11 +161,33 @@ def convert_images(images: torch.Tensor, resolution: int | None, channels: int |
 
 # -- Fashion-MNIST ----------------------------------------------------------------------------
 def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read()
+        ndim = data[3]
+        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, EOFError, IndexError, ValueError) as e:
+        raise MemcoreError(f"{path}: not a readable idx file ({e})") from None
+
+
+def _idx_dims(path: Path) -> list[int]:
+    """The array dimensions in an idx file's header, checked against the uncompressed size that
+    gzip records in its last 4 bytes, so a truncated file is found without decompressing it."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            head = fh.read(4)
+            dims = [int.from_bytes(fh.read(4), "big") for _ in range(head[3])]
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            recorded = int.from_bytes(fh.read(4), "little")
+    except (OSError, EOFError, IndexError) as e:
+        raise MemcoreError(f"{path}: not a readable idx file ({e})") from None
+    expected = 4 + 4 * len(dims) + int(np.prod(dims, dtype=np.int64))
+    if recorded != expected % 2**32:
+        raise MemcoreError(f"{path}: its header promises an array of {dims} ({expected:,} bytes "
+                           f"uncompressed), gzip records {recorded:,} (truncated or damaged?)")
+    return dims
 
 
 DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
@@ -168,10 +223,25 @@ def _fashion_download() -> Path:
 def fashion_mnist(options: FashionOptions, ctx: BuildContext | None = None) -> TensorImageDataset:
     folder = _fashion_folder(options) or _fashion_download()
     parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}[options.split]
-    images = np.concatenate([_read_idx(folder / f"{p}-images-idx3-ubyte.gz") for p in parts])
     labels = np.concatenate([_read_idx(folder / f"{p}-labels-idx1-ubyte.gz") for p in parts])
-    return finish(images, labels, options, FASHION_CLASSES,
-                  f"Fashion-MNIST {options.split} from {folder}")
+    dims = [_idx_dims(folder / f"{p}-images-idx3-ubyte.gz") for p in parts]
+    if sum(d[0] for d in dims) != len(labels) or any(len(d) != 3 for d in dims):
+        raise MemcoreError(f"Fashion-MNIST in {folder}: the image files hold "
+                           f"{sum(d[0] for d in dims)} images of {[d[1:] for d in dims]} px, the "
+                           f"label files {len(labels)} labels (files of different sets?)")
+    side = dims[0][1]
+    keep, labels, class_names = select(labels, options, FASHION_CLASSES, len(labels))
+
+    def read_images() -> torch.Tensor:  # 47 MB decompressed: read when training starts
+        images = _nchw(np.concatenate(
+            [_read_idx(folder / f"{p}-images-idx3-ubyte.gz") for p in parts]))
+        return convert_images(images if keep is None else images[keep], options.resolution,
+                              options.channels)
+
+    shape = (len(labels), options.channels or 1, options.resolution or side,
+             options.resolution or side)
+    return TensorImageDataset(read_images, labels, class_names,
+                              f"Fashion-MNIST {options.split} from {folder}", shape=shape)
 
 
 # -- animal-mnist -----------------------------------------------------------------------------
