@@ -4,8 +4,9 @@
 structured recipe. It opens the dataset (and counts its usable images), builds every network, the
 augmentation and the losses on the CPU, tensors too large for a bounded budget on the meta
 device (:class:`_ShapeBuild`), and links them (``on_build``), so block positions and component
-combinations are checked; it builds the metrics and runs their ``preflight()`` (extractor weights present), checks ``train.best_metric`` against the
-values the metrics give and ``train.init_from`` against the networks. Every problem is reported at
+combinations are checked; it builds the metrics and runs their ``preflight()`` (extractor
+weights present), checks ``train.best_metric`` against the values the metrics give and
+``train.init_from`` against the networks. Every problem is reported at
 once, each naming its recipe key, in one :class:`RecipeError` (exit 2).
 """
 from __future__ import annotations

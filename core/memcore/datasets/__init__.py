@@ -160,13 +160,17 @@ def convert_images(images: torch.Tensor, resolution: int | None, channels: int |
 
 
 # -- Fashion-MNIST ----------------------------------------------------------------------------
+def _idx_header(fh) -> list[int]:
+    """The array dimensions at the start of an (uncompressed) idx stream."""
+    ndim = fh.read(4)[3]
+    return [int.from_bytes(fh.read(4), "big") for _ in range(ndim)]
+
+
 def _read_idx(path: Path) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as fh:
-            data = fh.read()
-        ndim = data[3]
-        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+            dims = _idx_header(fh)
+            return np.frombuffer(fh.read(), dtype=np.uint8).reshape(dims)
     except (OSError, EOFError, IndexError, ValueError) as e:
         raise MemcoreError(f"{path}: not a readable idx file ({e})") from None
 
@@ -176,8 +180,7 @@ def _idx_dims(path: Path) -> list[int]:
     gzip records in its last 4 bytes, so a truncated file is found without decompressing it."""
     try:
         with gzip.open(path, "rb") as fh:
-            head = fh.read(4)
-            dims = [int.from_bytes(fh.read(4), "big") for _ in range(head[3])]
+            dims = _idx_header(fh)
         with open(path, "rb") as fh:
             fh.seek(-4, os.SEEK_END)
             recorded = int.from_bytes(fh.read(4), "little")
@@ -225,7 +228,7 @@ def fashion_mnist(options: FashionOptions, ctx: BuildContext | None = None) -> T
     parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}[options.split]
     labels = np.concatenate([_read_idx(folder / f"{p}-labels-idx1-ubyte.gz") for p in parts])
     dims = [_idx_dims(folder / f"{p}-images-idx3-ubyte.gz") for p in parts]
-    if sum(d[0] for d in dims) != len(labels) or any(len(d) != 3 for d in dims):
+    if any(len(d) != 3 for d in dims) or sum(d[0] for d in dims) != len(labels):
         raise MemcoreError(f"Fashion-MNIST in {folder}: the image files hold "
                            f"{sum(d[0] for d in dims)} images of {[d[1:] for d in dims]} px, the "
                            f"label files {len(labels)} labels (files of different sets?)")
