@@ -277,3 +277,35 @@ overrides = { "generator.width" = 12 }
     most = max(sum(1 for s in spans.values() if s["start"] <= t < s["end"])
                for t in (s["start"] for s in spans.values()))
     assert most <= 2, f"{most} runs of 1 thread at once on 2 cores"
+
+
+@pytest.mark.slow  # one `memcore run` process stopped part-way: ~15 s
+def test_stopped_sweep_names_the_checkpoint_it_resumes_from(tmp_path):
+    """Ctrl-C: the run saves a checkpoint at the step it reached, which the log (written every
+    log_every steps) lags; the sweep's line names the checkpoint, the step a rerun starts at."""
+    train = {"steps": 100000, "batch_size": 8, "seed": 0, "log_every": 7, "sample_every": 100000,
+             "checkpoint_every": 100000, "grid_size": 16, "progress": False}
+    path = write_experiment(tmp_path, '''
+base = "tiny.toml"
+seeds = [0]
+[[variants]]
+name = "a"
+''', train=train, generator={"kind": "dcgan", "z_dim": 16, "width": 8},
+        discriminator={"kind": "dcgan", "width": 8})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = tmp_path / "runs" / "exp" / "a" / "seed-0"
+    sweep = subprocess.Popen([sys.executable, "-m", "memcore", "sweep", str(path), "--jobs", "1",
+                              "--cores", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            (run / "log.jsonl").exists() and len((run / "log.jsonl").read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGINT)
+    out, _ = sweep.communicate(timeout=120)
+    saved = _checkpoint_steps(run)
+    assert saved and saved[-1] >= 21, out
+    assert f"stopped; resumes from step {saved[-1]} (its last checkpoint)" in out, out
+    assert f"resume from step {saved[-1]} to 100000" in subprocess.run(
+        [sys.executable, "-m", "memcore", "sweep", str(path), "--dry-run"], cwd=tmp_path, env=env,
+        capture_output=True, text=True).stdout

@@ -509,7 +509,9 @@ def sweep(path: Path, jobs: int = 1, nproc: int = 0, cores: int | None = None,
             for job in [j for j in running if j.poll()]:
                 running.remove(job)
                 if job.failed and stopping:
-                    progress.say(job.run, f"stopped at step {current_step(job.run.dir)}", None)
+                    # the log lags the step the run stopped at; the checkpoint is what resumes
+                    progress.say(job.run, f"stopped; resumes from step "
+                                 f"{_latest_step(job.run.dir)} (its last checkpoint)", None)
                 elif job.failed:
                     failed.append(job.run.label)
                     progress.say(job.run, f"FAILED ({job.failed}); see {job.run.dir / LOG}", None)
