@@ -202,6 +202,11 @@ def protonet_accuracy(feats, labels, support_pool, generated, episodes, queries,
     return summary(plain), summary(augmented)
 
 
+def _mean_of(per_class: dict, key: str) -> float | None:
+    values = [v[key] for v in per_class.values()]
+    return None if None in values else sum(values) / len(values)
+
+
 def cmd_eval(args) -> int:
     import time
     import torch
@@ -228,12 +233,20 @@ def cmd_eval(args) -> int:
             fake = G(cr=G.encode_cr(images[cond][None]), slot=slots)
             fake_u8 = memcore.to_uint8(fake)
             fake_f = features(fake_u8)
+            pool = idx[-args.supports:]
+            # With 50 vs 50 images FID is far above 0 even for real images: the same scores of
+            # other held-out real images of the class (disjoint from `rest` and the supports)
+            # are the floor a perfect generator would reach at this sample size.
+            reference = idx[1 + args.per_class:max(1 + args.per_class, len(idx) - args.supports)]
+            reference = reference[:args.per_class]
+            floor = (distribution_scores(real_u8[reference], real_u8[rest], args.extractor)
+                     if len(reference) >= 2 else {"fid": None, "kid": None})
             per_class[name] = {
                 **distribution_scores(fake_u8, real_u8[rest], args.extractor),
+                "fid_real_reference": floor["fid"], "kid_real_reference": floor["kid"],
                 "diversity_generated": mean_pairwise_distance(fake_f),
                 "diversity_real": mean_pairwise_distance(real_f[rest]),
-                "generated": len(fake), "real": len(rest)}
-            pool = idx[-args.supports:]
+                "generated": len(fake), "real": len(rest), "real_reference": len(reference)}
             support_pool[c] = pool.tolist()
             generated[c] = []
             for s in pool:
@@ -248,12 +261,15 @@ def cmd_eval(args) -> int:
         "per_class": per_class,
         "fid_mean": sum(v["fid"] for v in per_class.values()) / len(per_class),
         "kid_mean": sum(v["kid"] for v in per_class.values()) / len(per_class),
+        "fid_real_reference_mean": _mean_of(per_class, "fid_real_reference"),
+        "kid_real_reference_mean": _mean_of(per_class, "kid_real_reference"),
         "protonet": {"way": args.way or len(names), "shot": 1, "episodes": args.episodes,
                      "queries_per_class": args.queries, "generated_per_support": args.generated,
                      "accuracy": plain, "ci95": plain_ci,
                      "accuracy_with_generated": aug, "ci95_with_generated": aug_ci},
         "protocol": f"one conditioning image per novel class, {args.per_class} generated vs up "
-                    f"to {args.per_class} other held-out real images of that class; "
+                    f"to {args.per_class} other held-out real images of that class; reference: "
+                    f"up to {args.per_class} further real images of the class vs the same ones; "
                     f"{'G' if args.no_ema else 'EMA G'}",
         "seconds": round(time.perf_counter() - started, 1)}
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent

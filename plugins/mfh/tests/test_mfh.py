@@ -337,6 +337,19 @@ def test_eval_command_runs_with_test_extractor(tmp_path, monkeypatch):
     assert set(result["per_class"]) == {"horse", "sheep", "zebra"}
     assert result["per_class"]["horse"]["generated"] == 8
     assert 0 <= result["protonet"]["accuracy"] <= 1 and result["protonet"]["way"] == 2
+    # The real-vs-real floor: 8 further real images of the class, far closer to the scored real
+    # images than an untrained G's output is.
+    for scores in result["per_class"].values():
+        assert scores["real_reference"] == 8
+        assert 0 <= scores["fid_real_reference"] < scores["fid"]
+    assert result["fid_real_reference_mean"] < result["fid_mean"]
+    # Too few held-out images for a disjoint reference set: no floor, said as null, not a number
+    # scored on images that overlap the scored ones or the supports.
+    assert main(["mfh-eval", str(run), "--extractor", "fashion-classifier", "--per-class", "8",
+                 "--episodes", "2", "--supports", "2", "--generated", "1", "--max-real", "12"]) == 0
+    small = json.loads(next(run.glob("mfh-eval-step-*.json")).read_text())
+    assert {v["real_reference"] for v in small["per_class"].values()} == {1}
+    assert small["fid_real_reference_mean"] is None
 
 
 def test_sample_latent_rules():
