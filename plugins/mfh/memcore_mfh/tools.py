@@ -203,6 +203,7 @@ def protonet_accuracy(feats, labels, support_pool, generated, episodes, queries,
 
 
 def _mean_of(per_class: dict, key: str) -> float | None:
+    """The mean over the novel classes; None where a class has no value."""
     values = [v[key] for v in per_class.values()]
     return None if None in values else sum(values) / len(values)
 
@@ -237,8 +238,7 @@ def cmd_eval(args) -> int:
             # With 50 vs 50 images FID is far above 0 even for real images: the same scores of
             # other held-out real images of the class (disjoint from `rest` and the supports)
             # are the floor a perfect generator would reach at this sample size.
-            reference = idx[1 + args.per_class:max(1 + args.per_class, len(idx) - args.supports)]
-            reference = reference[:args.per_class]
+            reference = idx[1 + args.per_class:max(0, len(idx) - args.supports)][:args.per_class]
             floor = (distribution_scores(real_u8[reference], real_u8[rest], args.extractor)
                      if len(reference) >= 2 else {"fid": None, "kid": None})
             per_class[name] = {
@@ -259,8 +259,7 @@ def cmd_eval(args) -> int:
     result = {
         "step": state["step"], "extractor": described, "novel_classes": names,
         "per_class": per_class,
-        "fid_mean": sum(v["fid"] for v in per_class.values()) / len(per_class),
-        "kid_mean": sum(v["kid"] for v in per_class.values()) / len(per_class),
+        "fid_mean": _mean_of(per_class, "fid"), "kid_mean": _mean_of(per_class, "kid"),
         "fid_real_reference_mean": _mean_of(per_class, "fid_real_reference"),
         "kid_real_reference_mean": _mean_of(per_class, "kid_real_reference"),
         "protonet": {"way": args.way or len(names), "shot": 1, "episodes": args.episodes,
