@@ -290,7 +290,7 @@ def test_nproc_passes_sigterm_to_the_launcher_and_waits_for_it():
 
 
 def test_run_files_are_rewritten_whole(tmp_path, monkeypatch):
-    from memcore.rundir import write_atomic
+    from memcore.safewrite import write_text
     target = tmp_path / "recipe.resolved.toml"
     target.write_text("old = 1\n")
 
@@ -298,5 +298,5 @@ def test_run_files_are_rewritten_whole(tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        write_atomic(target, "new = 2\n")
+        write_text(target, "new = 2\n")
     assert target.read_text() == "old = 1\n" and [p.name for p in tmp_path.iterdir()] == [target.name]

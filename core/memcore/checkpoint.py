@@ -6,13 +6,13 @@ of every rank, the resolved recipe and the plugin versions.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
 
+from . import safewrite
 from .errors import MemcoreError
 from .safeload import load_tensors
 
@@ -20,20 +20,18 @@ FORMAT = 1
 _NAME = re.compile(r"step-(\d+)\.pt$")
 
 
-def save_atomic(obj, path: Path) -> None:
-    """Write ``obj`` to ``path`` through a temporary file, so ``path`` is never half-written.
+def save_atomic(obj, path: Path, inside: Path | None = None) -> None:
+    """Write ``obj`` to ``path`` through a temporary file (:func:`memcore.safewrite.replacing`),
+    so ``path`` is never half-written nor a link followed (``inside``: the run folder).
 
     Whatever stops the write (a full disk, an interrupt) removes the temporary file and leaves
     the checkpoints already there as they were.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with safewrite.replacing(path, inside) as tmp:
+            torch.save(obj, tmp)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         if _is_write_failure(exc):
             raise MemcoreError(_write_failure(path, exc, _nbytes(obj))) from None
         raise
@@ -92,7 +90,7 @@ def clean_leftovers(run_dir: Path) -> list[str]:
     """Remove temporary checkpoint files an interrupted or failed write left; say what went."""
     folder = Path(run_dir) / "checkpoints"
     gone = []
-    for tmp in sorted(folder.glob(".step-*.pt.tmp-*")) + sorted(folder.glob(".best.pt.tmp")):
+    for tmp in sorted(folder.glob(".step-*.pt.tmp-*")) + sorted(folder.glob(".best.pt.tmp-*")):
         size = tmp.stat().st_size
         tmp.unlink(missing_ok=True)
         gone.append(f"{tmp.name} ({_mb(size)})")
@@ -152,12 +150,10 @@ def prune(run_dir: Path, keep: int) -> None:
 
 def mark_best(path: Path) -> None:
     best = path.parent / "best.pt"
-    tmp = best.with_name(".best.pt.tmp")
     try:
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, best)
+        with safewrite.replacing(best) as tmp:
+            shutil.copyfile(path, tmp)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise MemcoreError(_write_failure(best, exc, path.stat().st_size)) from None
         raise

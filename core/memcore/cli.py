@@ -226,6 +226,8 @@ def load_generator(run: str, use_ema: bool = True, which: str = "latest"):
 def cmd_sample(args) -> int:
     from .images import load_image, save_grid
     from .trainer import sample_images
+    from . import safewrite
+    safewrite.check_output(args.out, "--out", safewrite.IMAGE_SUFFIXES)
     G, _, state = load_generator(args.run, not args.no_ema, args.checkpoint)
     condition = {}
     if args.exemplar:
@@ -309,7 +311,8 @@ def cmd_eval(args) -> int:
                             **({"variant": label} if label else {}), **_summarise(outs)})
             print(json.dumps(results[-1]))
     target = loaded.run_dir / f"eval-step-{state['step']:07d}.json"
-    target.write_text(json.dumps(results, indent=2))
+    from . import safewrite
+    safewrite.write_text(target, json.dumps(results, indent=2), inside=loaded.run_dir)
     print(f"-> {target}")
     return 0
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import safewrite
 from .protocols import to_uint8
 
 
@@ -25,15 +26,16 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndar
     return out
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, scale: int = 1) -> Path:
+def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, scale: int = 1,
+              inside: Path | None = None) -> Path:
+    """Save a grid PNG through :mod:`memcore.safewrite` (``inside``: the run folder, if any)."""
     array = grid(images, nrow)
     img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    with safewrite.replacing(path, inside) as tmp:
+        img.save(tmp)
+    return Path(path)
 
 
 def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ import time
 import warnings
 from pathlib import Path
 
+from . import safewrite
 from .errors import MemcoreError
 
 
@@ -20,7 +21,11 @@ class RunLog:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            # event files get fresh, unguessable names: the folder is what must not be a link
+            folder = safewrite.folder(Path(run_dir) / "tensorboard", inside=run_dir)
+            self.tb = SummaryWriter(str(folder))
+        except MemcoreError:
+            raise
         except Exception as exc:  # tensorboard is optional at run time
             warnings.warn(f"TensorBoard logging off: {type(exc).__name__}: {exc}", stacklevel=2)
         if progress:
@@ -33,7 +38,7 @@ class RunLog:
         if not self.enabled:
             return
         record = {"step": step, "time": round(time.perf_counter() - self._t0, 3), **values}
-        with open(self.path, "a") as fh:
+        with safewrite.open_append(self.path) as fh:
             fh.write(json.dumps(record) + "\n")
         if self.tb is not None:
             for k, v in values.items():

@@ -17,6 +17,7 @@ import tomli_w
 
 from .config import (config, deep_merge, drop_none, each, non_negative, option, positive, slot,
                      structure, unstructure, in_range)
+from . import safewrite
 from .errors import RecipeError
 from .registry import get_registry
 
@@ -25,7 +26,8 @@ from .registry import get_registry
 class RunSection:
     dir: Optional[str] = option(None, help="Exact run directory. Default: <root>/NNNN-<name>, numbered.")
     root: str = option("runs", help="Parent folder of numbered run directories.")
-    name: Optional[str] = option(None, help="Run name; default: the recipe file's stem.")
+    name: Optional[str] = option(None, help="Run name; default: the recipe file's stem.",
+                                 check=lambda name: name and safewrite.name_problem(name))
 
 
 MAX_SEED = 2**32 - 1  # per-rank seeds are derived as seed * 1000 + rank: this keeps them in 64 bits

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import safewrite
 from .logs import read_log
 
 
@@ -32,8 +33,7 @@ def plot_curves(run_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         out.append(Path(run_dir) / "losses.png")
-        fig.savefig(out[-1], dpi=100)
-        plt.close(fig)
+        _save(fig, out[-1])
     for mk in metric_keys:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot(*_series(records, mk), "o-", color="C3", label=mk[7:])
@@ -47,9 +47,15 @@ def plot_curves(run_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         out.append(Path(run_dir) / f"metric-{mk[7:].replace('/', '-')}.png")
-        fig.savefig(out[-1], dpi=100)
-        plt.close(fig)
+        _save(fig, out[-1])
     return out
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    with safewrite.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
 
 
 def write_report(run_dir: Path, title: str, notes: list[str] | None = None) -> Path:
@@ -77,5 +83,5 @@ def write_report(run_dir: Path, title: str, notes: list[str] | None = None) -> P
     if (run_dir / "samples" / "latest.png").exists():
         lines += ["## Latest samples (EMA generator, fixed seeds)", "", "![samples](samples/latest.png)", ""]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
+    safewrite.write_text(path, "\n".join(lines))
     return path

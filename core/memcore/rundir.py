@@ -1,13 +1,13 @@
 """Run directories: numbered folders holding the resolved recipe, plugin versions and outputs."""
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
-from . import __version__
+from . import __version__, safewrite
 from .errors import MemcoreError
 from .recipe import Recipe, dumps
 from .registry import get_registry
@@ -32,6 +32,11 @@ def new_run_dir(recipe: Recipe, recipe_path: str | None) -> Path:
 RUN_FILES = ("recipe.resolved.toml", "plugins.json", "log.jsonl", "metrics.jsonl", "report.md",
              "losses.png", "metric-*.png", "eval-step-*.json", "samples", "checkpoints",
              "tensorboard")
+# What a run writes into its subfolders; anything else there is the user's, and stays.
+# ``.*.tmp-*``: what a kill during a write left (safewrite's temporary names).
+RUN_FOLDER_FILES = {"samples": ("step-*.png", "latest.png", ".*.tmp-*"),
+                    "checkpoints": ("step-*.pt", "best.pt", ".*.tmp-*"),
+                    "tensorboard": ("events.out.tfevents.*",)}
 
 
 def run_files(run_dir: Path) -> list[Path]:
@@ -62,32 +67,46 @@ def check_new_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> None:
 
 
 def remove_run_files(run_dir: Path, keep=()) -> list[str]:
-    """Delete what a run wrote into ``run_dir`` (except the names in ``keep``); other files stay."""
+    """Delete what a run wrote into ``run_dir`` (except the names in ``keep``); other files stay,
+    in its subfolders too (:func:`foreign_files` names them). A link is removed, never followed."""
     gone = []
     for path in run_files(run_dir):
         if path.name in keep:
             continue
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            _remove_folder_files(path)
+        else:
+            path.unlink()
         gone.append(path.name)
     return gone
 
 
+def _remove_folder_files(folder: Path) -> None:
+    for pattern in RUN_FOLDER_FILES.get(folder.name, ()):
+        for path in folder.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    with contextlib.suppress(OSError):  # not empty: the user's files stay with their folder
+        folder.rmdir()
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """Files in a run's subfolders that a run did not write (what ``--overwrite`` leaves)."""
+    return sorted(str(p.relative_to(run_dir)) for name in RUN_FOLDER_FILES
+                  if (run_dir / name).is_dir() and not (run_dir / name).is_symlink()
+                  for p in (run_dir / name).iterdir())
+
+
 def write_run_files(run_dir: Path, resolved: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "recipe.resolved.toml", dumps(resolved))
-    write_atomic(run_dir / "plugins.json", json.dumps(
+    safewrite.write_text(run_dir / "recipe.resolved.toml", dumps(resolved))
+    safewrite.write_text(run_dir / "plugins.json", json.dumps(
         {"memcore": __version__, "plugins": plugin_versions()}, indent=2))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` whole: a kill mid-write leaves the old file, never half a new
-    one (a resume rewrites the recipe and the logs of a run that may be killed again)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def check_run_tree(run_dir: Path) -> None:
+    """Refuse, before training, a run folder whose subfolders or logs are links (planted: a
+    folder memcore writes into, or a log it appends to, is never followed out of the run)."""
+    for name in [*RUN_FOLDER_FILES, "log.jsonl", "metrics.jsonl"]:
+        safewrite.check_not_link(Path(run_dir) / name)
 
 
 def create_run_dir(run_dir: Path, resolved: dict, recipe: Recipe) -> Path | None:

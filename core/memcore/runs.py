@@ -96,6 +96,7 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
         if not (resume_dir / "recipe.resolved.toml").exists():
             raise MemcoreError(f"--resume {resume_dir}: not a memcore run directory (no "
                                "recipe.resolved.toml)")
+        rundir.check_run_tree(resume_dir)
         parsed, resolved = load_recipe(resume_dir / "recipe.resolved.toml", overrides)
     else:
         resume_dir = None
@@ -145,6 +146,11 @@ def _resume_point(run_dir: Path) -> Path | None:
     return None
 
 
+def _kept(run_dir: Path) -> str:
+    foreign = rundir.foreign_files(run_dir)
+    return f"; kept what the run did not write: {', '.join(foreign)}" if foreign else ""
+
+
 def _start_run_dir(trainer, parsed, resolved, fresh: bool, overwrite: bool) -> Path | None:
     """Write the run's recipe into its directory (a new one, unless resuming) on the main
     process; every process stops if that fails. Returns what :func:`rundir.create_run_dir` made."""
@@ -155,7 +161,7 @@ def _start_run_dir(trainer, parsed, resolved, fresh: bool, overwrite: bool) -> P
                 gone = rundir.remove_run_files(trainer.run_dir)
                 if gone:
                     print(f"--overwrite: removed the earlier run's {', '.join(gone)} from "
-                          f"{trainer.run_dir}", flush=True)
+                          f"{trainer.run_dir}{_kept(trainer.run_dir)}", flush=True)
             if fresh:
                 made = rundir.create_run_dir(trainer.run_dir, resolved, parsed)
             else:

@@ -26,6 +26,7 @@ from typing import Optional
 import attrs
 import tomli
 
+from . import safewrite
 from .config import config, option, positive, structure
 from .errors import MemcoreError, RecipeError
 from .recipe import dumps, key_path, read_toml, recipe_from_dict, set_key
@@ -38,8 +39,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _name_check(name):
-    return None if name is None or _NAME.match(name) else \
-        "a folder name: letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'"
+    if name is None:
+        return None
+    return safewrite.name_problem(name) or (None if _NAME.match(name) else
+        "a folder name: letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'")
 
 
 @config
@@ -157,9 +160,18 @@ def load_experiment(path: Path) -> Experiment:
     for where, command in commands:
         if "{run}" not in command:
             problems.append(f"{where} = {command!r}: the command must name the run as {{run}}")
+    problems += _stem_problems(exp, path)
     if problems:
         raise RecipeError(problems, str(path))
     return exp
+
+
+def _stem_problems(exp: Experiment, path: Path) -> list[str]:
+    """Without ``name``, the file's stem names the experiment's folder: it must be one too
+    (a file ``...toml`` would otherwise train into ``<root>/..``)."""
+    problem = None if exp.name is not None else _name_check(Path(path).stem)
+    return [f"name (not given, so the file stem {Path(path).stem!r}): expected {problem}; "
+            "give the experiment a name = \"...\""] if problem else []
 
 
 def experiment_name(exp: Experiment, path: Path) -> str:
@@ -344,14 +356,14 @@ class Job:
         self.started = time.monotonic()
         self.start_step = run.at_step
         self.failed: str | None = None
-        run.dir.mkdir(parents=True, exist_ok=True)
+        safewrite.folder(run.dir, inside=sweep_root(run))
         if run.action == "start":
-            (run.dir / "recipe.sweep.toml").write_text(dumps(run.resolved))
+            safewrite.write_text(run.dir / "recipe.sweep.toml", dumps(run.resolved))
         self._next()
 
     def _next(self) -> None:
         argv = [sys.executable, "-m", "memcore", *self.commands.pop(0)]
-        with open(self.run.dir / LOG, "a") as log:
+        with safewrite.open_append(self.run.dir / LOG) as log:
             log.write(f"\n$ {shlex.join(argv[1:])}\n")
             log.flush()
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
@@ -368,8 +380,8 @@ class Job:
         if self.commands:
             self._next()
             return False
-        (self.run.dir / DONE).write_text(json.dumps({"steps": self.run.steps,
-                                                     "after": self.run.after}))
+        safewrite.write_text(self.run.dir / DONE, json.dumps({"steps": self.run.steps,
+                                                              "after": self.run.after}))
         return True
 
     def stop(self) -> None:
@@ -448,12 +460,24 @@ def describe(run: PlannedRun) -> str:
             "after": "trained; run the after commands"}[run.action]
 
 
+def sweep_root(run: PlannedRun) -> Path:
+    """The ``root`` the user named, above ``<name>/<variant>/seed-<s>``: the links from it down
+    are not followed (:mod:`memcore.safewrite`)."""
+    return run.dir.parents[2]
+
+
+def check_links(runs: list[PlannedRun]) -> None:
+    """Refuse, before any run starts, a folder or log of the sweep that is a planted link."""
+    for run in runs:
+        safewrite.check_folder(run.dir, inside=sweep_root(run))
+        safewrite.check_not_link(run.dir / LOG)
+
+
 def write_experiment_info(exp: Experiment, root: Path, path: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
     names = [v.name for v in exp.variants]
-    (root / EXPERIMENT_INFO).write_text(json.dumps({
-        "experiment": str(Path(path).resolve()), "variants": names,
-        "baseline": exp.baseline or names[0], "seeds": exp.seeds}, indent=2))
+    info = {"experiment": str(Path(path).resolve()), "variants": names,
+            "baseline": exp.baseline or names[0], "seeds": exp.seeds}
+    safewrite.write_text(root / EXPERIMENT_INFO, json.dumps(info, indent=2), inside=root.parent)
 
 
 def sweep(path: Path, jobs: int = 1, nproc: int = 0, cores: int | None = None,
@@ -479,6 +503,7 @@ def sweep(path: Path, jobs: int = 1, nproc: int = 0, cores: int | None = None,
             line = " ; ".join("memcore " + shlex.join(c) for c in commands_of(run, nproc))
             print(f"  {run.label:<24} {describe(run):<34} {line}")
         return 0
+    check_links(todo)
     write_experiment_info(exp, root, path)
     gpus = _gpu_count()
     progress = Progress(runs, status_every)

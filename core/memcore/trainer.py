@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__, checkpoint, dist
+from . import __version__, checkpoint, dist, safewrite
 from .build import build_dataset, build_metrics, build_models
 from .data import BatchStream
 from .ema import average_buffers, update_ema
@@ -33,7 +33,7 @@ from .logs import RunLog, read_log, torn_last_line
 from .memory import commit_all, memories_in
 from .recipe import Recipe, dumps
 from .report import write_report
-from .rundir import plugin_versions, write_atomic
+from .rundir import plugin_versions
 from .step import StepContext, applies_to, module_owners, recording_block_losses
 
 
@@ -420,7 +420,7 @@ class Trainer:
                 if torn_last_line(self.run_dir, name):
                     print(f"{path}: dropped a torn last line (a kill during a write)", flush=True)
                 keep = [r for r in read_log(self.run_dir, name) if r["step"] <= self.step]
-                write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
+                safewrite.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _write_log(self, logs, rate) -> None:
         values = {k: float(torch.stack(v).mean()) for k, v in logs.items() if v}
@@ -449,8 +449,8 @@ class Trainer:
         images = sample_images(self.sampling_generator(), self.recipe.train.grid_size,
                                self.recipe.train.seed, self.device)
         folder = self.run_dir / "samples"
-        save_grid(images, folder / f"step-{self.step:07d}.png")
-        save_grid(images, folder / "latest.png")
+        save_grid(images, folder / f"step-{self.step:07d}.png", inside=self.run_dir)
+        save_grid(images, folder / "latest.png", inside=self.run_dir)
 
     def evaluate(self, metrics) -> dict:
         import json
@@ -466,7 +466,7 @@ class Trainer:
             protocol = {k: v for k, v in out.items() if not isinstance(v, (int, float))}
             results.append((values, protocol, m))
             if self.accelerator.is_main_process:
-                with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                with safewrite.open_append(self.run_dir / "metrics.jsonl") as fh:
                     fh.write(json.dumps({"step": self.step, "metric": spec.kind, "values": values,
                                          "protocol": protocol}) + "\n")
                 # The extractor is part of the name: numbers from different ones never mix.
@@ -522,7 +522,7 @@ class Trainer:
         state = self.state_dict()
         path = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
         if self.accelerator.is_main_process:
-            checkpoint.save_atomic(state, path)
+            checkpoint.save_atomic(state, path, inside=self.run_dir)
             if getattr(self, "_best_pending", False):
                 checkpoint.mark_best(path)
                 self._best_pending = False
