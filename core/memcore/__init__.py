@@ -29,7 +29,7 @@ _LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in name
 
 def __getattr__(name):
     import importlib
-    if name in ("dist", "contracts", "testing"):  # public submodules, as attributes too
+    if name in ("dist", "contracts", "testing", "safewrite"):  # public submodules, as attributes too
         return importlib.import_module(f".{name}", __name__)
     if name not in _LAZY_MODULE:
         raise AttributeError(f"module 'memcore' has no attribute {name!r}")
@@ -44,5 +44,5 @@ __all__ = [
     "Metric", "MetricOptions", "DatasetOptions", "ImageDataset", "Models", "logits_of",
     "to_float", "to_uint8", "Memory", "slot_statistics", "BlockOptions", "BlockSlots",
     "StepContext", "add_loss", "LoadedRun", "load_run", "train", "MetricSession", "ImageSession",
-    "score_images", "build_component", "load_tensors", "load_numpy_pickle", "dist",
+    "score_images", "build_component", "load_tensors", "load_numpy_pickle", "dist", "safewrite",
 ]

@@ -516,6 +516,9 @@ def sample_figure(plt, variants: dict[str, list[RunData]], path: Path) -> Path |
 def compare(paths, metric=None, out=None, as_json=False, baseline=None, smooth=10) -> int:
     if smooth < 1:
         raise MemcoreError(f"--smooth {smooth}: expected a number >= 1")
+    if out:
+        from . import safewrite  # the place is checked before any run is read or figure drawn
+        safewrite.check_output(out, "--out")
     report = build_report(paths, metric, baseline)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -37,13 +37,13 @@ def name_problem(name: object) -> str | None:
     if not isinstance(name, str):
         return f"a string, got {type(name).__name__}"
     if name in ("", ".", ".."):
-        return f"one folder name, not {name!r}"
+        return f"a folder name, not {name!r}"
     bad = sorted({c for c in name if c in "/\\\0"})
     if bad:
-        return f"one folder name, without {' or '.join(map(repr, bad))}"
+        return f"a folder name, without {' or '.join(map(repr, bad))}"
     size = len(name.encode("utf-8", "surrogateescape"))
     if size > MAX_NAME_BYTES:
-        return f"a name of at most {MAX_NAME_BYTES} bytes (got {size})"
+        return f"a folder name of at most {MAX_NAME_BYTES} bytes (got {size})"
     return None
 
 
@@ -141,19 +141,29 @@ def check_not_link(path: Path) -> None:
 
 
 def check_output(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
-    """Check an output path the user gave (``--out``) before anything is computed or written:
-    a file with one of ``suffixes`` (a folder if none are given) that can be made there."""
+    """Check an output file the user gave (``--out``) before anything is computed or written:
+    not a folder, one of ``suffixes`` (any if none are given), in a folder that can be made."""
     path = Path(path).expanduser()
-    if suffixes and path.is_dir():
-        raise MemcoreError(f"{option} {path}: is a folder; expected a file path ending in "
-                           f"{' or '.join(suffixes)}, e.g. {path / ('out' + suffixes[0])}")
+    example = path / f"out{suffixes[0] if suffixes else ''}"
+    if path.is_dir():
+        raise MemcoreError(f"{option} {path}: is a folder; expected a file path, e.g. {example}")
     if suffixes and path.suffix.lower() not in suffixes:
         raise MemcoreError(f"{option} {path}: expected a file name ending in "
                            f"{' or '.join(suffixes)}, got {path.suffix or 'no extension'!r}")
-    if not suffixes and path.exists() and not path.is_dir():
+    return _check_makeable(path.parent, option, path)
+
+
+def check_output_folder(path: Path, option: str) -> Path:
+    """Check an output folder the user gave (``--out``) before anything is computed or written."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
         raise MemcoreError(f"{option} {path}: is an existing file; expected a folder")
-    existing = next(p for p in [path.parent if suffixes else path, *path.parents]
-                    if p.exists() or p == Path(p.anchor or "."))
+    _check_makeable(path, option, path)
+    return path
+
+
+def _check_makeable(folder: Path, option: str, path: Path) -> Path:
+    existing = next(p for p in [folder, *folder.parents] if p.exists() or p == p.parent)
     if not existing.is_dir():
         raise MemcoreError(f"{option} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -82,16 +82,20 @@ def _to_pil(images, nrow: int, scale: int):
 
 
 def handle(args) -> int:
+    from memcore import safewrite
+    if args.out:
+        safewrite.check_output(args.out, "--out", (".png",))
     G, step = load_fpa(args.run, use_ema=not args.no_ema)
     figure, canvases = painting_figure(G, args.n, args.seed, args.steps)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
     out = Path(args.out) if args.out else run_dir / f"painting-seed{args.seed}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _to_pil(figure.flatten(0, 1), figure.shape[1], args.scale).save(out)
+    with safewrite.replacing(out) as tmp:
+        _to_pil(figure.flatten(0, 1), figure.shape[1], args.scale).save(tmp)
     print(f"painting steps of {args.n} samples (step {step}) -> {out}")
     if args.gif:
         frames = [_to_pil(canvases[:, t], args.n, args.scale) for t in range(canvases.shape[1])]
         gif = out.with_suffix(".gif")
-        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=150, loop=0)
+        with safewrite.replacing(gif) as tmp:
+            frames[0].save(tmp, save_all=True, append_images=frames[1:], duration=150, loop=0)
         print(f"animation of {len(frames)} steps -> {gif}")
     return 0

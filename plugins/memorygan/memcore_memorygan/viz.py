@@ -25,12 +25,15 @@ from .networks import DMN, DMNOptions
 
 def run(args) -> int:
     """The command's handler; its arguments are set up in ``plugin.viz_args``."""
+    from memcore import safewrite
+    if args.out:
+        safewrite.check_output_folder(args.out, "--out")
     run_dir = Path(args.run)
     checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
     if not checkpoints:
         raise MemcoreError(f"{run_dir}: no checkpoints/step-*.pt")
-    out = Path(args.out) if args.out else run_dir / "viz-memorygan"
-    out.mkdir(parents=True, exist_ok=True)
+    out = safewrite.folder(Path(args.out) if args.out else run_dir / "viz-memorygan",
+                           inside=None if args.out else run_dir)
     gen = torch.Generator().manual_seed(args.seed)
     held_out = None
     priors, likelihood = {}, {}
@@ -46,16 +49,16 @@ def run(args) -> int:
     G = memcore.load_run(checkpoints[-1]).G  # EMA G (if any), attached to its own D's memory
     plot_priors(priors, out / "prior.png")
     plot_likelihood(likelihood, out / "likelihood.png")
-    (out / "likelihood.json").write_text(json.dumps(likelihood, indent=1))
+    safewrite.write_text(out / "likelihood.json", json.dumps(likelihood, indent=1))
     with torch.no_grad():
-        save_image(posterior_rows(G, D, held_out[:args.rows], gen), out / "posteriors.png",
-                   nrow=10, normalize=True, value_range=(-1, 1))
-        save_image(key_interpolation(G, D, args.grid, gen), out / "interpolation.png",
-                   nrow=args.grid, normalize=True, value_range=(-1, 1))
+        grids = {"posteriors.png": (posterior_rows(G, D, held_out[:args.rows], gen), 10),
+                 "interpolation.png": (key_interpolation(G, D, args.grid, gen), args.grid)}
         if args.dcgan:
             G0 = memcore.load_run(args.dcgan).G
-            save_image(z_interpolation(G0, args.grid, gen), out / "interpolation-dcgan.png",
-                       nrow=args.grid, normalize=True, value_range=(-1, 1))
+            grids["interpolation-dcgan.png"] = (z_interpolation(G0, args.grid, gen), args.grid)
+    for name, (images, nrow) in grids.items():
+        with safewrite.replacing(out / name) as tmp:
+            save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
     last = max(likelihood)
     print(f"{len(checkpoints)} checkpoint(s); held-out log p~(x|y=1) at step {last}: "
           f"{likelihood[last]:.3f} -> {out}")
@@ -143,7 +146,8 @@ def plot_priors(priors: dict, path: Path) -> None:
     ax.set(xlabel="slots, sorted", ylabel="p(c)", title="prior over memory slots")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with memcore.safewrite.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -156,5 +160,6 @@ def plot_likelihood(likelihood: dict, path: Path) -> None:
     ax.plot(steps, [likelihood[s] for s in steps], marker="o")
     ax.set(xlabel="step", ylabel="mean log p~(x | y=1)", title="held-out real images")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with memcore.safewrite.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)

@@ -54,8 +54,8 @@ def one_per_class(labels, generator, count: int | None = None):
 
 def save_grid(images, path: Path, nrow: int) -> Path:
     from torchvision.utils import save_image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.add(1).div(2).clamp(0, 1), str(path), nrow=nrow, padding=2, pad_value=1.0)
+    with memcore.safewrite.replacing(path) as tmp:
+        save_image(images.add(1).div(2).clamp(0, 1), tmp, nrow=nrow, padding=2, pad_value=1.0)
     return path
 
 
@@ -74,6 +74,8 @@ def configure_viz(p):
 
 def cmd_viz(args) -> int:
     import torch
+    if args.out:
+        memcore.safewrite.check_output_folder(args.out, "--out")
     G, recipe, state = load_run(args.run, not args.no_ema)
     gen = torch.Generator().manual_seed(args.seed)
     if args.exemplar:
@@ -89,8 +91,9 @@ def cmd_viz(args) -> int:
     else:
         images, labels, _ = novel_data(recipe)
         exemplars = images[one_per_class(labels, gen, args.rows)]
-    out = Path(args.out) if args.out else Path(args.run if Path(args.run).is_dir()
-                                                else Path(args.run).parent.parent) / "viz-mfh"
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
+    out = memcore.safewrite.folder(Path(args.out) if args.out else run_dir / "viz-mfh",
+                                   inside=None if args.out else run_dir)
     k = G.memory.num_slots
     slots = torch.randperm(k, generator=gen)[:args.slots]
     a, b = torch.randperm(k, generator=gen)[:2]
@@ -273,7 +276,7 @@ def cmd_eval(args) -> int:
         "seconds": round(time.perf_counter() - started, 1)}
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
     target = run_dir / f"mfh-eval-step-{state['step']:07d}{'-no-ema' if args.no_ema else ''}.json"
-    target.write_text(json.dumps(result, indent=2))
+    memcore.safewrite.write_text(target, json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print(f"-> {target}")
     return 0

@@ -113,11 +113,18 @@ def viz(args) -> int:
     import torch
     import torch.nn.functional as F
     from torchvision.utils import save_image
+    from memcore import safewrite
+    if args.out:
+        safewrite.check_output_folder(args.out, "--out")
     G, _, state = load_run(args.run, args.checkpoint)
     block = moca_blocks(G)[0]
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
-    out = Path(args.out) if args.out else run_dir / "viz-moca"
-    out.mkdir(parents=True, exist_ok=True)
+    out = safewrite.folder(Path(args.out) if args.out else run_dir / "viz-moca",
+                           inside=None if args.out else run_dir)
+
+    def save(images, name, nrow):
+        with safewrite.replacing(out / name) as tmp:
+            save_image(images, tmp, nrow=nrow)
     latents = G.sample_latent(args.n, torch.Generator().manual_seed(args.seed), "cpu")
     x, images = capture(G, block, latents)
     with torch.no_grad():
@@ -131,7 +138,7 @@ def viz(args) -> int:
         ranked = att.context_attn.sort(dim=-1, descending=True).values.mean(dim=(0, 1))
         summary["context_attention_ranked"] = [float(v) for v in ranked[:64]]
     if att.cell is None:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        safewrite.write_text(out / "summary.json", json.dumps(summary, indent=2))
         print(f"no memory read in this block (paths = 'sa' or still warming up); "
               f"attention curve -> {out / 'summary.json'}")
         return 0
@@ -140,7 +147,7 @@ def viz(args) -> int:
     # Fig. 4: every position coloured by its semantic cell, over the image
     colours = palette(memory.num_cells)[cells].permute(0, 3, 1, 2)            # (B, 3, h, w)
     overlay = 0.5 * rgb + 0.5 * F.interpolate(colours, size=R, mode="nearest")
-    save_image(torch.cat([rgb, overlay]), out / "clusters.png", nrow=b)
+    save(torch.cat([rgb, overlay]), "clusters.png", b)
     # Fig. 8: binary masks of each image's three most used cells
     rows = []
     for i in range(b):
@@ -149,7 +156,7 @@ def viz(args) -> int:
         masks = [(cells[i] == c).float()[None, None] for c in top]
         rows += [rgb[i:i + 1]] + [F.interpolate(m, size=R, mode="nearest").repeat(1, 3, 1, 1)
                                   for m in masks]
-    save_image(torch.cat(rows), out / "top3.png", nrow=1 + min(3, memory.num_cells))
+    save(torch.cat(rows), "top3.png", 1 + min(3, memory.num_cells))
     # Fig. 5: for the prototypes receiving most attention, the patches attending to them most
     T = memory.size
     slot = att.cell[..., None] * T + torch.arange(T)                           # (B, N, T)
@@ -169,10 +176,10 @@ def viz(args) -> int:
             top, left = r * stride, c * stride
             gallery.append(padded[img, :, top:top + stride + 2 * half,
                                   left:left + stride + 2 * half])
-    save_image(torch.stack(gallery), out / "prototypes.png", nrow=args.patches)
+    save(torch.stack(gallery), "prototypes.png", args.patches)
     usage = torch.bincount(att.cell.flatten(), minlength=memory.num_cells)
     summary.update({"cell_usage": usage.tolist(), "top_prototypes": top_protos.tolist(),
                     "memory_stats": memory.stats()})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    safewrite.write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(f"clusters.png, top3.png, prototypes.png, summary.json -> {out}")
     return 0

@@ -85,13 +85,14 @@ def render(images, layers, points, out: Path) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with memcore.safewrite.replacing(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
 
 def handler(args) -> int:
+    memcore.safewrite.check_output(args.out, "--out", (".png", ".jpg", ".pdf", ".svg"))
     points = parse_points(args.points)
     G, D, state = load_networks(args.run, args.step, use_ema=not args.no_ema)
     images, layers = attention_maps(G, D, args.n, args.seed, args.nets)
