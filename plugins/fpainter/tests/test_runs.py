@@ -42,6 +42,15 @@ def test_stage1_trains_and_viz_writes_png_and_gif(stage1, capsys):
     width, height = Image.open(out).size
     assert (width, height) == (2 + 3 * 30, 2 + 4 * 30)          # 3 steps x (2 samples x 2 rows)
     assert Image.open(out.with_suffix(".gif")).n_frames == 8
+    outside = stage1.parent / "outside.png"
+    outside.write_bytes(b"not memcore's")
+    (stage1 / "painting-seed0.png").symlink_to(outside)  # planted: replaced, never followed
+    assert main(["viz", "painting", str(stage1), "--n", "1", "--steps", "8", "--scale", "1"]) == 0
+    assert outside.read_bytes() == b"not memcore's"
+    assert not (stage1 / "painting-seed0.png").is_symlink()
+    for bad in (stage1, stage1 / "fig.txt"):  # a folder, another format: refused up front
+        assert main(["viz", "painting", str(stage1), "--out", str(bad)]) == 2
+        assert "--out" in capsys.readouterr().err and not (stage1 / "fig.txt").exists()
     assert main(["viz", "painting", str(stage1), "--steps", "9"]) != 0
     assert "1..8" in capsys.readouterr().err
 

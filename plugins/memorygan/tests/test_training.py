@@ -136,6 +136,14 @@ def test_viz_writes_the_figures(tmp_path, monkeypatch):
     for name in ("prior.png", "likelihood.png", "likelihood.json", "posteriors.png",
                  "interpolation.png"):
         assert (out / name).exists(), name
+    outside = tmp_path / "outside.json"
+    outside.write_text("not memcore's")
+    (out / "likelihood.json").unlink()
+    (out / "likelihood.json").symlink_to(outside)  # planted: replaced, never followed
+    assert main(["viz", "memorygan", str(run_dir), "--images", "16", "--rows", "2",
+                 "--grid", "3"]) == 0
+    assert outside.read_text() == "not memcore's" and not (out / "likelihood.json").is_symlink()
+    assert main(["viz", "memorygan", str(run_dir), "--out", str(outside)]) == 2  # not a folder
 
 
 DIST_SCRIPT = r"""

@@ -324,6 +324,11 @@ def test_one_shot_sampling_of_unseen_class_and_figures(tmp_path, monkeypatch):
     assert main(["viz", "mfh", str(run), "--slots", "4", "--steps", "3"]) == 0
     assert (run / "viz-mfh" / "fig5-same-slot.png").exists()
     assert (run / "viz-mfh" / "fig10-interpolation.png").exists()
+    (run / "viz-mfh").rename(tmp_path / "elsewhere")
+    (run / "viz-mfh").symlink_to(tmp_path / "elsewhere")  # planted: refused, never written into
+    before = sorted((tmp_path / "elsewhere").iterdir())
+    assert main(["viz", "mfh", str(run), "--slots", "4", "--steps", "3"]) == 2
+    assert sorted((tmp_path / "elsewhere").iterdir()) == before
 
 
 def test_eval_command_runs_with_test_extractor(tmp_path, monkeypatch):

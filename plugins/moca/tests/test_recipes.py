@@ -1,5 +1,6 @@
 """A few-step training run of every recipe, the commands on a run, and bad input."""
 import json
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -64,6 +65,20 @@ def test_viz_on_a_run(tmp_path, monkeypatch):
     assert len(summary["cell_usage"]) == 10 and sum(summary["cell_usage"]) == 4 * 16 * 16
     for png in ("clusters.png", "top3.png", "prototypes.png"):
         assert (run / "viz-moca" / png).stat().st_size > 0
+    # a link planted in the run is replaced (a file) or refused (a folder), never written through
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not memcore's")
+    (run / "viz-moca" / "summary.json").unlink()
+    (run / "viz-moca" / "summary.json").symlink_to(outside)
+    assert main(["viz", "moca", str(run), "--n", "2", "--patches", "1", "--prototypes", "1"]) == 0
+    assert outside.read_text() == "not memcore's"
+    assert not (run / "viz-moca" / "summary.json").is_symlink()
+    shutil.rmtree(run / "viz-moca")
+    (run / "viz-moca").symlink_to(tmp_path, target_is_directory=True)
+    before = sorted(tmp_path.iterdir())
+    assert main(["viz", "moca", str(run), "--n", "2"]) == 2
+    assert sorted(tmp_path.iterdir()) == before
+    assert main(["viz", "moca", str(run), "--out", str(outside)]) == 2  # a file, not a folder
 
 
 def test_bad_block_option_names_the_key(tmp_path, monkeypatch, capsys):

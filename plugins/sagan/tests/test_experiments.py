@@ -63,3 +63,5 @@ def test_viz_attention_writes_a_png(runs, tmp_path, capsys):
     assert "no self-attention layer" in capsys.readouterr().err
     assert main(["viz", "attention", str(runs["full"]), "--points", "2,1"]) != 0
     assert "fractions must lie in [0, 1)" in capsys.readouterr().err
+    assert main(["viz", "attention", str(runs["full"]), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
