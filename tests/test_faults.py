@@ -106,7 +106,7 @@ def test_read_only_file_system(tmp_path, monkeypatch, capsys):
 
 
 def test_full_disk_at_start_leaves_no_run_dir(tmp_path, monkeypatch, capsys):
-    _fail_on(monkeypatch, "write_text", tmp_path / "r", errno.ENOSPC)
+    _fail_on(monkeypatch, "write_bytes", tmp_path / "r", errno.ENOSPC)
     assert run_cli("run", _recipe(tmp_path)) == 2
     err = _err(capsys)
     assert "No space left on device" in err and "recipe.resolved.toml" in err
