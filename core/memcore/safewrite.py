@@ -89,12 +89,19 @@ def replacing(path: Path, inside: Path | None = None) -> Iterator[Path]:
     parent = folder(path.parent, inside if inside is not None else path.parent)
     # mkstemp creates the name exclusively: a link planted under a guessable name is never opened.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every run file private
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: Path, data: bytes, inside: Path | None = None) -> Path:
