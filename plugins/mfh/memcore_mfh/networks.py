@@ -66,9 +66,10 @@ class GeneratorOptions:
                                 "stage (not in the paper).", check=positive)
     addresser_hidden: int = option(128, help="Hidden units of the addresser MLP R (not in the "
                                    "paper).", check=positive)
-    addressing: Literal["gumbel", "nearest"] = option(
+    addressing: Literal["gumbel", "nearest", "random"] = option(
         "gumbel", help="'gumbel': R + Gumbel-softmax (paper); 'nearest': VQ-style nearest slot "
-        "with stop-gradient updates (the Table 4 ablation).")
+        "with stop-gradient updates (the Table 4 ablation); 'random': a uniformly random slot "
+        "per image, R unused (an ablation, not in the paper).")
     tau: float = option(1.0, help="Gumbel-softmax temperature τ (not in the paper).", check=positive)
     tau_min: float = option(0.5, help="Lowest τ when annealing.", check=positive)
     tau_anneal: float = option(0.0, help="τ = max(tau_min, tau * exp(-tau_anneal * step)); 0: "
