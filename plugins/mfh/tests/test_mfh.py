@@ -283,7 +283,8 @@ def run_dir(tmp_path):
     return next((tmp_path / "runs").iterdir())
 
 
-@pytest.mark.parametrize("recipe", ["mfh-fashion-mnist.toml", "mfh-animal-mnist.toml"])
+@pytest.mark.parametrize("recipe", ["mfh-fashion-mnist.toml", "mfh-animal-mnist.toml",
+                                    "mfh-fashion-relatives.toml"])
 def test_recipe_trains_and_base_split_has_no_novel_class(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(RECIPES / recipe), *TINY]) == 0
@@ -459,6 +460,22 @@ def test_judge_training_is_seeded_and_learns_a_separable_task():
     assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))
     assert (a.predict(images) == labels).double().mean() > 0.95
     assert a.features(images).shape == (64, 64)
+
+
+def test_cr_head_gives_class_logits_of_e_cr_and_the_loss_needs_it():
+    torch.manual_seed(0)
+    G = tiny_generator(cr_head=True)
+    x, y = batch()
+    out = G(mode="train", x=x, labels=y)
+    torch.testing.assert_close(out["cr_logits"], G.cr_classifier(G.E_cr(x)))
+    assert "cr_logits" not in tiny_generator()(mode="train", x=x, labels=y)
+    D = Discriminator(DiscriminatorOptions(width=8),
+                      memcore.BuildContext(resolution=28, channels=1, num_classes=4))
+    loss = losses.CRCategory(memcore.LossOptions())
+    loss.on_build(memcore.Models(G=G, D=D, G_ema=None, augment=None, losses=[]))
+    with pytest.raises(memcore.MemcoreError, match="cr_head = true"):
+        loss.on_build(memcore.Models(G=tiny_generator(), D=D, G_ema=None, augment=None,
+                                     losses=[]))
 
 
 def test_protonet_ways():
