@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	# animal-mnist's own loader imports tensorflow; memcore reads its data files directly.
 	$(PY) -m pip install -q --no-deps animal-mnist==0.4
 	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || ./.ci/install-fashion-mnist
+	@tail -n +2 plugins/mfh/memcore_mfh/font_glyphs/fonts.tsv | cut -f1 | xargs ls >/dev/null 2>&1 || ./.ci/install-fonts
 	touch $(STAMP)
 
 run: install

@@ -162,3 +162,23 @@ class Balance(MFHLoss):
 
     def __call__(self, ctx):
         return balance_loss(mfh_pass(ctx)["probs"], self.options.over)
+
+
+# -- sec. 3.1: E_cr supervised by the category label ------------------------------------------
+class CRCategory(MFHLoss):
+    """Cross-entropy of the linear classifier on E_cr(x) against x's class: the paper trains E_cr
+    "with the category label as supervision", making the CR feature a prototype space."""
+
+    phases = ("G",)
+
+    def on_build(self, models) -> None:
+        super().on_build(models)
+        if not models.G.options.cr_head:
+            raise memcore.MemcoreError("loss 'mfh-cr-category' needs generator.cr_head = true "
+                                       "(the classifier on E_cr it trains)")
+
+    def __call__(self, ctx):
+        p = mfh_pass(ctx)
+        loss = F.cross_entropy(p["cr_logits"], ctx.labels)
+        ctx.log("mfh/cr_accuracy", (p["cr_logits"].argmax(1) == ctx.labels).float().mean())
+        return loss

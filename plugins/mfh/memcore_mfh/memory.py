@@ -14,6 +14,8 @@ Two ways to address M:
   sample's gradient backward (eq. 3).
 * ``"nearest"`` (the ablation of Table 4 / Fig. 8): the nearest slot in L2, VQ-VAE style, with the
   straight-through estimator and the codebook + commitment losses (stop-gradient updates of M).
+* ``"random"`` (an ablation, not in the paper): a uniformly random slot per image, ignoring the
+  image; it measures what the learned addresser adds over no addressing at all.
 """
 from __future__ import annotations
 
@@ -58,14 +60,24 @@ class CIMemory(memcore.Memory):
         """The CI features of given slots (B,) -> (B, w)."""
         return self.slots[index]
 
+    def probabilities(self, query: torch.Tensor) -> torch.Tensor:
+        """The soft address p(slot | image) (B, n): softmax(R(f̃_ci)) for Gumbel addressing, a
+        softmax of minus the slot distances for nearest, uniform for random."""
+        if self.addressing == "gumbel":
+            return self.addresser(query).softmax(-1)
+        if self.addressing == "nearest":
+            return (-torch.cdist(query, self.slots)).softmax(-1)
+        return query.new_full((len(query), self.num_slots), 1 / self.num_slots)
+
     def forward(self, query: torch.Tensor) -> dict[str, torch.Tensor]:
         """Address M with the encoded CI features f̃_ci (B, query_dim)."""
+        extra = query.new_zeros(())
         if self.addressing == "gumbel":
             logits = self.addresser(query)                                   # (B, n)
             pi = gumbel_address(logits, self.tau, hard=True)
-            f_ci, extra = self.read(pi), query.new_zeros(())
+            f_ci = self.read(pi)
             probs = logits.softmax(-1)
-        else:
+        elif self.addressing == "nearest":
             distance = torch.cdist(query, self.slots)                        # (B, n)
             index = distance.argmin(-1)
             chosen = self.slots[index]
@@ -76,6 +88,10 @@ class CIMemory(memcore.Memory):
             f_ci = query + (chosen - query).detach()
             pi = F.one_hot(index, self.num_slots).to(query.dtype)                 # (B, n)
             probs = (-distance).softmax(-1)
+        else:
+            index = torch.randint(self.num_slots, (len(query),), device=query.device)
+            pi = F.one_hot(index, self.num_slots).to(query.dtype)
+            f_ci, probs = self.read(pi), self.probabilities(query)
         self.stage(slot=pi.argmax(-1))
         return {"f_ci": f_ci, "pi": pi, "probs": probs, "vq_loss": extra}
 

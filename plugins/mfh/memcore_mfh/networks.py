@@ -66,9 +66,10 @@ class GeneratorOptions:
                                 "stage (not in the paper).", check=positive)
     addresser_hidden: int = option(128, help="Hidden units of the addresser MLP R (not in the "
                                    "paper).", check=positive)
-    addressing: Literal["gumbel", "nearest"] = option(
+    addressing: Literal["gumbel", "nearest", "random"] = option(
         "gumbel", help="'gumbel': R + Gumbel-softmax (paper); 'nearest': VQ-style nearest slot "
-        "with stop-gradient updates (the Table 4 ablation).")
+        "with stop-gradient updates (the Table 4 ablation); 'random': a uniformly random slot "
+        "per image, R unused (an ablation, not in the paper).")
     tau: float = option(1.0, help="Gumbel-softmax temperature τ (not in the paper).", check=positive)
     tau_min: float = option(0.5, help="Lowest τ when annealing.", check=positive)
     tau_anneal: float = option(0.0, help="τ = max(tau_min, tau * exp(-tau_anneal * step)); 0: "
@@ -82,6 +83,10 @@ class GeneratorOptions:
         "image", help="f_cr during training (reconstruction, eq. 8, and the hallucinations): "
         "'image' = E_cr(x_i) of each image, as Algorithm 1 line 2 (paper); 'class-mean' = the "
         "mean E_cr over the batch's images of its class (eq. 1 applied to the batch).")
+    cr_head: bool = option(False, help="A linear classifier on E_cr's output over the base "
+                           "classes, trained by the mfh-cr-category loss: E_cr supervised by the "
+                           "category label (the paper, sec. 3.1); false: E_cr is trained only "
+                           "through G's losses.")
     bank_size: int = option(64, help="Real training images kept for exemplar-free sampling "
                             "(grids, metrics during training).", check=positive)
 
@@ -181,6 +186,8 @@ class Generator(memcore.Generator):
                                o.addressing, seed=ctx.seed)
         self.synthesis = Synthesis(o, ctx.channels, sizes, switch_at)
         self.bank = ExemplarBank(o.bank_size, ctx.channels, ctx.resolution)
+        if o.cr_head:
+            self.cr_classifier = nn.Linear(o.cr_dim, ctx.num_classes)
 
     # -- temperature schedule ------------------------------------------------------------------
     def temperature(self, step: int) -> float:
@@ -217,28 +224,32 @@ class Generator(memcore.Generator):
         b = (a + torch.randint(1, k, (n,), device=device)) % k
         return a, b
 
-    def training_cr(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """f_cr of each training image: its own E_cr(x_i), or its class's batch mean (train_cr)."""
+    def training_cr(self, x: torch.Tensor, labels: torch.Tensor):
+        """(f_cr of each training image: its own E_cr(x_i), or its class's batch mean
+        (train_cr); E_cr(x_i) itself)."""
         features = self.E_cr(x)
         if self.options.train_cr == "class-mean":
-            return class_means(features, labels, self.num_classes)
-        return features
+            return class_means(features, labels, self.num_classes), features
+        return features, features
 
     def hallucinate(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        f_cr = self.training_cr(x, labels)
+        f_cr, _ = self.training_cr(x, labels)
         a, _ = self.random_slots(len(x), x.device)
         return self.synthesis(f_cr, self.memory.read_slots(a))
 
     def train_pass(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction G(f_cr(x), f_ci(x)) (eq. 8) and G(f_cr, m_a), G(f_cr, m_b) (Alg. 1)."""
-        f_cr = self.training_cr(x, labels)                                   # (B, cr_dim)
+        f_cr, own = self.training_cr(x, labels)                              # (B, cr_dim)
         read = self.memory(self.E_ci(x))                                     # f_ci (B, w), π
         a, b = self.random_slots(len(x), x.device)
         f_ci = torch.cat([read["f_ci"], self.memory.read_slots(a), self.memory.read_slots(b)])
         recon, fake_a, fake_b = self.synthesis(f_cr.repeat(3, 1), f_ci).chunk(3)
         self.bank.stage(image=x, label=labels)
-        return {"recon": recon, "fake_a": fake_a, "fake_b": fake_b, "probs": read["probs"],
-                "pi": read["pi"], "vq_loss": read["vq_loss"]}
+        out = {"recon": recon, "fake_a": fake_a, "fake_b": fake_b, "probs": read["probs"],
+               "pi": read["pi"], "vq_loss": read["vq_loss"]}
+        if self.options.cr_head:
+            out["cr_logits"] = self.cr_classifier(own)
+        return out
 
     # -- latents -------------------------------------------------------------------------------
     def sample_latent(self, n, generator, device, exemplar=None, **condition):

@@ -24,6 +24,11 @@ def memcore_register_components(registry):
         help="MFH eq. 9: alpha - |G(f_cr, m_a) - G(f_cr, m_b)|_1 (Algorithm 1).")
     add("loss", "mfh-balance", f"{_P}.losses:Balance", f"{_P}.losses:BalanceOptions",
         help="MFH eq. 10: KL(pi || uniform) over memory slots.")
+    add("loss", "mfh-cr-category", f"{_P}.losses:CRCategory", "memcore:LossOptions",
+        help="MFH sec. 3.1: E_cr supervised by the category label (needs generator.cr_head).")
+    add("dataset", "font-glyphs", f"{_P}.fonts:font_glyphs", f"{_P}.fonts:FontGlyphOptions",
+        help="132 characters (a class each) rendered from 115 fonts of Debian font packages (an "
+             "instance each), with a published 102 base / 30 novel class split.")
 
 
 @memcore.hookimpl

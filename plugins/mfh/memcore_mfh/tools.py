@@ -8,6 +8,7 @@ the dataset has one. Heavy imports happen inside the handlers so ``memcore --hel
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import memcore
@@ -23,22 +24,39 @@ def load_run(run: str, use_ema: bool = True):
     return loaded.G, tomli.loads(loaded.state["recipe"]), loaded.state
 
 
-def novel_data(recipe: dict, split: str = "test"):
-    """Held-out images (float, [-1, 1]) and labels of the classes the run did not train on."""
+def load_split(recipe: dict, split: str | None, classes=()):
+    """The run's dataset with ``classes`` kept (empty: all, original labels) from ``split`` where
+    the dataset has splits (None: the run's own split)."""
     import attrs
-    import torch
     table = dict(recipe["data"])
-    base = list(table.get("classes") or [])
-    if not base:
-        raise memcore.MemcoreError("data.classes of the run is empty: it trained on every class, "
-                                   "so there are no novel classes to test on")
     kind = table.pop("kind")
     entry = memcore.get_registry().get("dataset", kind)
     options_cls = entry.load_config()
-    table.update(classes=[], limit=None)
-    if "split" in {f.name for f in attrs.fields(options_cls)}:
+    table.update(classes=list(classes), limit=None)
+    if split is not None and "split" in {f.name for f in attrs.fields(options_cls)}:
         table["split"] = split
-    dataset = entry.load_factory()(options_cls(**table), memcore.BuildContext(0, 0, role="data"))
+    return entry.load_factory()(options_cls(**table), memcore.BuildContext(0, 0, role="data"))
+
+
+def base_classes(recipe: dict) -> list:
+    base = list(recipe["data"].get("classes") or [])
+    if not base:
+        raise memcore.MemcoreError("data.classes of the run is empty: it trained on every class, "
+                                   "so there are no novel classes to test on")
+    return base
+
+
+def has_splits(recipe: dict) -> bool:
+    import attrs
+    entry = memcore.get_registry().get("dataset", recipe["data"]["kind"])
+    return "split" in {f.name for f in attrs.fields(entry.load_config())}
+
+
+def novel_data(recipe: dict, split: str = "test"):
+    """Held-out images (float, [-1, 1]) and labels of the classes the run did not train on."""
+    import torch
+    base = base_classes(recipe)
+    dataset = load_split(recipe, split)
     keep = ~torch.isin(dataset.labels, torch.tensor(base))
     names = [dataset.class_names[int(c)] for c in dataset.labels[keep].unique()]
     return memcore.to_float(dataset.images[keep]), dataset.labels[keep], names
@@ -119,14 +137,23 @@ def configure_eval(p):
                    help="Generated and real images per novel class for FID/KID (paper: 50).")
     p.add_argument("--episodes", type=int, default=300, help="ProtoNet N-way 1-shot episodes.")
     p.add_argument("--way", type=_way, default=0,
-                   help="N of the N-way 1-shot episodes: each episode draws N of the novel classes "
-                        "(Table 2: 5-way 1-shot); 0 (default): every novel class in every episode.")
+                   help="N of the N-way 1-shot episodes: each episode draws N of the novel classes; "
+                        "0 (default): every novel class, and 5-way too (Table 2) where there are "
+                        "more than 5.")
     p.add_argument("--queries", type=int, default=5, help="Query images per class per episode.")
     p.add_argument("--supports", type=int, default=10,
                    help="Candidate support images per class (each gets --generated images).")
     p.add_argument("--generated", type=int, default=5, help="Generated images added per support.")
+    p.add_argument("--hit-exemplars", type=int, default=10,
+                   help="Exemplars per novel class for class-hit and slot-pair diversity.")
+    p.add_argument("--hit-slots", type=int, default=10,
+                   help="Images generated per exemplar (distinct random slots) for class-hit.")
+    p.add_argument("--judge-steps", type=int, default=800,
+                   help="Training steps (batch 64) of the judge and of the base-only feature net.")
+    p.add_argument("--judge-per-class", type=int, default=500,
+                   help="Training images per class for the judge and the base-only feature net.")
     p.add_argument("--extractor", default="efficientnet-lite0",
-                   help="A registered feature extractor (memcore list extractor).")
+                   help="A registered feature extractor (memcore list extractor) for FID/KID.")
     p.add_argument("--max-real", type=int, default=150,
                    help="Held-out real images used per novel class (embedding is the slow part).")
     p.add_argument("--seed", type=int, default=0)
@@ -158,10 +185,29 @@ def distribution_scores(fake_u8, real_u8, name: str) -> dict:
     return scores
 
 
-def mean_pairwise_distance(f) -> float:
+def mean_pairwise_distance(f, p: float = 2.0) -> float:
+    """Mean distance over all ordered pairs of different rows."""
     import torch
-    d = torch.cdist(f, f)
+    d = torch.cdist(f, f, p=p)
     return float(d.sum() / (len(f) * (len(f) - 1)))
+
+
+def mean_pairwise_l1(images) -> float:
+    """Mean per-pixel L1 over all pairs of different images (the units of eq. 9)."""
+    flat = images.flatten(1).double()
+    return mean_pairwise_distance(flat, 1.0) / flat.shape[1]
+
+
+def address_information(probs) -> dict:
+    """Per-image address entropy H(slot | image) (mean over images), the entropy of the mean
+    address H(slot), and their difference: the mutual information I(image; slot), in nats."""
+    def entropy(p):
+        return -(p * p.clamp_min(1e-30).log()).sum(-1)
+    per_image = float(entropy(probs.double()).mean())
+    marginal = float(entropy(probs.double().mean(0)))
+    return {"entropy_per_image": per_image, "entropy_marginal": marginal,
+            "mutual_information": marginal - per_image,
+            "log_slots": math.log(probs.shape[-1])}
 
 
 def episode_classes(classes: list, way: int, gen) -> list:
@@ -205,10 +251,63 @@ def protonet_accuracy(feats, labels, support_pool, generated, episodes, queries,
     return summary(plain), summary(augmented)
 
 
+def protonet_ways(way: int, novel: int) -> list[int]:
+    """--way N: that N; 0: every novel class, plus Table 2's 5-way where there are more than 5."""
+    if way:
+        return [way]
+    return [novel, 5] if novel > 5 else [novel]
+
+
 def _mean_of(per_class: dict, key: str) -> float | None:
     """The mean over the novel classes; None where a class has no value."""
     values = [v[key] for v in per_class.values()]
     return None if None in values else sum(values) / len(values)
+
+
+def train_judges(recipe: dict, args, novel_positions):
+    """The judge (every class of the dataset) and the base-only feature net (the run's base
+    classes), from the training split, or — for a dataset without splits — from every image but
+    the held-out novel ones the evaluation uses (``novel_positions``)."""
+    import torch
+    from .judge import per_class_subset, train_classifier
+    gen = torch.Generator().manual_seed(args.seed)
+    if has_splits(recipe):
+        data = load_split(recipe, "train")
+        pool = torch.arange(len(data.labels))
+    else:
+        data = load_split(recipe, None)
+        pool = torch.ones(len(data.labels), dtype=torch.bool)
+        pool[novel_positions] = False
+        pool = torch.nonzero(pool)[:, 0]
+    labels = data.labels[pool]
+    chosen = pool[per_class_subset(labels, args.judge_per_class, gen)]
+    images, labels = memcore.to_float(data.images[chosen]), data.labels[chosen]
+    judge = train_classifier(images, labels, len(data.class_names), args.judge_steps, args.seed)
+    base = base_classes(recipe)
+    remap = torch.full((len(data.class_names),), -1, dtype=torch.long)
+    remap[torch.tensor(base)] = torch.arange(len(base))
+    on_base = remap[labels] >= 0
+    base_net = train_classifier(images[on_base], remap[labels[on_base]], len(base),
+                                args.judge_steps, args.seed + 1)
+    return judge, base_net
+
+
+def class_measures(G, images, gen, hit_exemplars: int, hit_slots: int):
+    """For the held-out images of one novel class: the hallucinations of ``hit_exemplars``
+    exemplars (``hit_slots`` distinct random slots each), the reconstructions of every image
+    (the addresser's most likely slot) and the soft addresses."""
+    import torch
+    exemplars = images[torch.randperm(len(images), generator=gen)[:hit_exemplars]]
+    k = G.memory.num_slots
+    hallucinated = []
+    for x in exemplars:
+        slots = torch.randperm(k, generator=gen)[:min(hit_slots, k)]
+        hallucinated.append(G(cr=G.encode_cr(x[None]), slot=slots))
+    probs = G.memory.probabilities(G.E_ci(images))
+    slot = probs.argmax(1) if G.memory.addressing != "random" else \
+        torch.randint(k, (len(images),), generator=gen)
+    reconstructed = G.synthesis(G.E_cr(images), G.memory.read_slots(slot))
+    return torch.stack(hallucinated), reconstructed, probs
 
 
 def cmd_eval(args) -> int:
@@ -224,10 +323,19 @@ def cmd_eval(args) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     keep = torch.cat([torch.nonzero(labels == c)[:, 0][torch.randperm(int((labels == c).sum()),
                       generator=gen)[:args.max_real]] for c in labels.unique()])
+    novel_positions = None
+    if not has_splits(recipe):      # where the kept novel images sit in the whole dataset
+        every = load_split(recipe, None).labels
+        novel_positions = torch.nonzero(~torch.isin(every, torch.tensor(base_classes(recipe))))
+        novel_positions = novel_positions[:, 0][keep]
+    judge_started = time.perf_counter()
+    judge, base_net = train_judges(recipe, args, novel_positions)
+    judge_seconds = time.perf_counter() - judge_started
     images, labels = images[keep], labels[keep]
     real_u8 = memcore.to_uint8(images)
-    real_f = features(real_u8)
-    per_class, support_pool, generated = {}, {}, {}
+    base_f = base_net.features(images)
+    per_class, hits, support_pool, generated = {}, {}, {}, {}
+    all_probs = []
     with torch.no_grad():
         for c, name in zip(labels.unique().tolist(), names):
             idx = torch.nonzero(labels == c)[:, 0]
@@ -237,6 +345,7 @@ def cmd_eval(args) -> int:
             fake = G(cr=G.encode_cr(images[cond][None]), slot=slots)
             fake_u8 = memcore.to_uint8(fake)
             fake_f = features(fake_u8)
+            real_f = features(real_u8[rest])
             pool = idx[-args.supports:]
             # With 50 vs 50 images FID is far above 0 even for real images: the same scores of
             # other held-out real images of the class (disjoint from `rest` and the supports)
@@ -244,39 +353,89 @@ def cmd_eval(args) -> int:
             reference = idx[1 + args.per_class:max(0, len(idx) - args.supports)][:args.per_class]
             floor = (distribution_scores(real_u8[reference], real_u8[rest], args.extractor)
                      if len(reference) >= 2 else {"fid": None, "kid": None})
+            hallucinated, reconstructed, probs = class_measures(
+                G, images[idx], gen, args.hit_exemplars, args.hit_slots)
+            all_probs.append(probs)
+            hits[name] = {
+                "hallucinated": float((judge.predict(hallucinated.flatten(0, 1)) == c)
+                                      .double().mean()),
+                "reconstructed": float((judge.predict(reconstructed) == c).double().mean()),
+                "real": float((judge.predict(images[idx]) == c).double().mean())}
+            slot_pair = sum(mean_pairwise_l1(h) for h in hallucinated) / len(hallucinated)
+            same_class = mean_pairwise_l1(images[idx])
             per_class[name] = {
                 **distribution_scores(fake_u8, real_u8[rest], args.extractor),
                 "fid_real_reference": floor["fid"], "kid_real_reference": floor["kid"],
                 "diversity_generated": mean_pairwise_distance(fake_f),
-                "diversity_real": mean_pairwise_distance(real_f[rest]),
-                "generated": len(fake), "real": len(rest), "real_reference": len(reference)}
+                "diversity_real": mean_pairwise_distance(real_f),
+                "slot_pair_l1": slot_pair, "same_class_real_l1": same_class,
+                "slot_pair_ratio": slot_pair / same_class,
+                "reconstruction_l1": float((reconstructed - images[idx]).abs().mean()),
+                "address": address_information(probs),
+                "generated": len(fake), "real": len(rest), "real_reference": len(reference),
+                "class_hit_images": {"hallucinated": hallucinated.shape[0] * hallucinated.shape[1],
+                                     "reconstructed": len(idx), "real": len(idx)}}
             support_pool[c] = pool.tolist()
             generated[c] = []
             for s in pool:
                 slots = torch.randperm(G.memory.num_slots, generator=gen)[:args.generated]
-                generated[c].append(features(memcore.to_uint8(G(cr=G.encode_cr(images[s][None]),
-                                                                  slot=slots))))
-    (plain, plain_ci), (aug, aug_ci) = protonet_accuracy(real_f, labels, support_pool, generated,
-                                                         args.episodes, args.queries, gen,
-                                                         args.way)
+                generated[c].append(base_net.features(G(cr=G.encode_cr(images[s][None]),
+                                                        slot=slots)))
+    protonet = []
+    for way in protonet_ways(args.way, len(names)):
+        (plain, plain_ci), (aug, aug_ci) = protonet_accuracy(
+            base_f, labels, support_pool, generated, args.episodes, args.queries, gen, way)
+        protonet.append({"way": way, "shot": 1, "episodes": args.episodes,
+                         "queries_per_class": args.queries,
+                         "generated_per_support": args.generated,
+                         "accuracy": plain, "ci95": plain_ci,
+                         "accuracy_with_generated": aug, "ci95_with_generated": aug_ci})
+    hit_means = {k: sum(v[k] for v in hits.values()) / len(hits)
+                 for k in ("hallucinated", "reconstructed", "real")}
     result = {
         "step": state["step"], "extractor": described, "novel_classes": names,
+        "class_hit": hits, "class_hit_mean": hit_means,
+        "judge": {**judge.describe("judge only: a classifier over every class of the dataset "
+                                   "(novel ones included), trained from the training split, used "
+                                   "only to say which class an image shows; 'real' is its hit "
+                                   "rate on held-out real images of the class"),
+                  "seconds_both": round(judge_seconds, 1)},
+        "slot_pair_ratio_mean": _mean_of(per_class, "slot_pair_ratio"),
+        "address": address_information(torch.cat(all_probs)),
         "per_class": per_class,
         "fid_mean": _mean_of(per_class, "fid"), "kid_mean": _mean_of(per_class, "kid"),
         "fid_real_reference_mean": _mean_of(per_class, "fid_real_reference"),
         "kid_real_reference_mean": _mean_of(per_class, "kid_real_reference"),
-        "protonet": {"way": args.way or len(names), "shot": 1, "episodes": args.episodes,
-                     "queries_per_class": args.queries, "generated_per_support": args.generated,
-                     "accuracy": plain, "ci95": plain_ci,
-                     "accuracy_with_generated": aug, "ci95_with_generated": aug_ci},
-        "protocol": f"one conditioning image per novel class, {args.per_class} generated vs up "
-                    f"to {args.per_class} other held-out real images of that class; reference: "
-                    f"up to {args.per_class} further real images of the class vs the same ones; "
-                    f"{'G' if args.no_ema else 'EMA G'}",
+        "protonet_features": base_net.describe("ProtoNet feature space: pooled features of a "
+                                               "classifier trained on the run's base classes "
+                                               "only (no novel image)"),
+        "protonet": protonet,
+        "protocol": f"class-hit: {args.hit_exemplars} exemplars per novel class x "
+                    f"{args.hit_slots} slots, reconstructions and real images of all held-out "
+                    f"images used, judged by the judge; slot-pair ratio: mean per-pixel L1 between "
+                    f"images of one exemplar with different slots over that between two real "
+                    f"images of the class; FID/KID: one conditioning image per novel class, "
+                    f"{args.per_class} generated vs up to {args.per_class} other held-out real "
+                    f"images of that class; reference: up to {args.per_class} further real images "
+                    f"of the class vs the same ones; {'G' if args.no_ema else 'EMA G'}",
         "seconds": round(time.perf_counter() - started, 1)}
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent
     target = run_dir / f"mfh-eval-step-{state['step']:07d}{'-no-ema' if args.no_ema else ''}.json"
     memcore.safewrite.write_text(target, json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    print(summary_line(result))
     print(f"-> {target}")
     return 0
+
+
+def summary_line(result: dict) -> str:
+    hit, address = result["class_hit_mean"], result["address"]
+    proto = " ".join(f"{p['way']}-way {p['accuracy']:.3f}±{p['ci95']:.3f} -> "
+                     f"{p['accuracy_with_generated']:.3f}±{p['ci95_with_generated']:.3f}"
+                     for p in result["protonet"])
+    return (f"step {result['step']}: class-hit (judge only, trained on every class) hallucinated "
+            f"{hit['hallucinated']:.3f} reconstructed {hit['reconstructed']:.3f} real "
+            f"{hit['real']:.3f}; slot-pair/same-class L1 {result['slot_pair_ratio_mean']:.3f}; "
+            f"address entropy {address['entropy_per_image']:.3f} of log n "
+            f"{address['log_slots']:.3f}, I(image; slot) {address['mutual_information']:.3f}; "
+            f"ProtoNet 1-shot (base-only features) {proto}")

@@ -283,7 +283,8 @@ def run_dir(tmp_path):
     return next((tmp_path / "runs").iterdir())
 
 
-@pytest.mark.parametrize("recipe", ["mfh-fashion-mnist.toml", "mfh-animal-mnist.toml"])
+@pytest.mark.parametrize("recipe", ["mfh-fashion-mnist.toml", "mfh-animal-mnist.toml",
+                                    "mfh-fashion-relatives.toml"])
 def test_recipe_trains_and_base_split_has_no_novel_class(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(RECIPES / recipe), *TINY]) == 0
@@ -331,17 +332,35 @@ def test_one_shot_sampling_of_unseen_class_and_figures(tmp_path, monkeypatch):
     assert sorted((tmp_path / "elsewhere").iterdir()) == before
 
 
+EVAL_FAST = ["--extractor", "fashion-classifier", "--judge-steps", "20", "--judge-per-class",
+             "20", "--hit-exemplars", "2", "--hit-slots", "3"]
+
+
 def test_eval_command_runs_with_test_extractor(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(RECIPES / "mfh-animal-mnist.toml"), *TINY]) == 0
     run = run_dir(tmp_path)
-    assert main(["mfh-eval", str(run), "--extractor", "fashion-classifier", "--per-class", "8",
+    assert main(["mfh-eval", str(run), *EVAL_FAST, "--per-class", "8",
                  "--episodes", "5", "--supports", "2", "--generated", "2", "--way", "2"]) == 0
     import json
     result = json.loads(next(run.glob("mfh-eval-step-*.json")).read_text())
     assert set(result["per_class"]) == {"horse", "sheep", "zebra"}
     assert result["per_class"]["horse"]["generated"] == 8
-    assert 0 <= result["protonet"]["accuracy"] <= 1 and result["protonet"]["way"] == 2
+    assert [p["way"] for p in result["protonet"]] == [2]
+    assert 0 <= result["protonet"][0]["accuracy"] <= 1
+    assert set(result["class_hit"]) == {"horse", "sheep", "zebra"}
+    for hit in [*result["class_hit"].values(), result["class_hit_mean"]]:
+        assert set(hit) == {"hallucinated", "reconstructed", "real"}
+        assert all(0 <= v <= 1 for v in hit.values())
+    assert "judge only" in result["judge"]["role"] and result["judge"]["steps"] == 20
+    assert "base classes only" in result["protonet_features"]["role"]
+    horse = result["per_class"]["horse"]
+    assert horse["class_hit_images"]["hallucinated"] == 6
+    assert horse["slot_pair_ratio"] == pytest.approx(horse["slot_pair_l1"]
+                                                     / horse["same_class_real_l1"])
+    address = result["address"]
+    assert address["log_slots"] == pytest.approx(math.log(10))
+    assert 0 <= address["entropy_per_image"] <= address["log_slots"] + 1e-9
     # The real-vs-real floor: 8 further real images of the class, far closer to the scored real
     # images than an untrained G's output is.
     for scores in result["per_class"].values():
@@ -350,11 +369,124 @@ def test_eval_command_runs_with_test_extractor(tmp_path, monkeypatch):
     assert result["fid_real_reference_mean"] < result["fid_mean"]
     # Too few held-out images for a disjoint reference set: no floor, said as null, not a number
     # scored on images that overlap the scored ones or the supports.
-    assert main(["mfh-eval", str(run), "--extractor", "fashion-classifier", "--per-class", "8",
+    assert main(["mfh-eval", str(run), *EVAL_FAST, "--per-class", "8",
                  "--episodes", "2", "--supports", "2", "--generated", "1", "--max-real", "12"]) == 0
     small = json.loads(next(run.glob("mfh-eval-step-*.json")).read_text())
     assert {v["real_reference"] for v in small["per_class"].values()} == {1}
     assert small["fid_real_reference_mean"] is None
+    assert [p["way"] for p in small["protonet"]] == [3]          # every class; not 5-way of 3
+
+
+# -- the measures on hand-checkable cases ----------------------------------------------------------
+def test_address_information_of_known_distributions():
+    from memcore_mfh.tools import address_information
+    n = 8
+    uniform = address_information(torch.full((5, n), 1 / n))
+    assert uniform["entropy_per_image"] == pytest.approx(math.log(n))
+    assert uniform["mutual_information"] == pytest.approx(0, abs=1e-12)
+    # each image certain of its own slot, the 8 images on 8 slots: H(slot|image) 0, I = log 8
+    onehot = address_information(torch.eye(n))
+    assert onehot["entropy_per_image"] == pytest.approx(0, abs=1e-12)
+    assert onehot["mutual_information"] == pytest.approx(math.log(n))
+    # half of the mass on each of two slots: entropy log 2 per image
+    half = torch.zeros(4, n)
+    half[:, :2] = 0.5
+    info = address_information(half)
+    assert info["entropy_per_image"] == pytest.approx(math.log(2))
+    assert info["mutual_information"] == pytest.approx(0, abs=1e-12)
+
+
+def test_mean_pairwise_l1_by_hand():
+    from memcore_mfh.tools import mean_pairwise_l1
+    images = torch.stack([torch.full((1, 2, 2), v) for v in (-1.0, 0.0, 1.0)])
+    assert mean_pairwise_l1(images) == pytest.approx((1 + 2 + 1) / 3)   # pairs 1, 2, 1
+    assert mean_pairwise_l1(images[:1].repeat(4, 1, 1, 1)) == 0
+
+
+@pytest.mark.parametrize("addressing", ["gumbel", "nearest", "random"])
+def test_probabilities_are_distributions_and_random_is_uniform(addressing):
+    torch.manual_seed(0)
+    G = tiny_generator(addressing=addressing)
+    probs = G.memory.probabilities(torch.randn(6, 8))
+    assert probs.shape == (6, 10) and torch.allclose(probs.sum(1), torch.ones(6))
+    assert (probs == 0.1).all() == (addressing == "random")
+    out = G(mode="train", x=batch()[0], labels=batch()[1])
+    assert out["pi"].sum(1).eq(1).all()
+
+
+class Copier(torch.nn.Module):
+    """A 'generator' whose every slot returns the exemplar itself: a perfect copier."""
+
+    def __init__(self, k=6):
+        super().__init__()
+        self.memory = CIMemory(k, 4, 4, 8, "gumbel")
+        self.E_cr = torch.nn.Flatten()
+        self.E_ci = lambda x: x.flatten(1)[:, :4]
+        self.synthesis = lambda cr, ci: cr.view(-1, 1, 4, 4).expand(len(ci), -1, -1, -1)
+
+    def encode_cr(self, x):
+        return self.E_cr(x)
+
+    def forward(self, cr, slot):
+        return self.synthesis(cr, self.memory.read_slots(slot))
+
+
+def test_class_hit_of_a_copier_equals_real_and_its_slot_pair_ratio_is_zero():
+    """Images generated by copying the exemplar are judged exactly like the real images."""
+    from memcore_mfh.judge import TrainedNet
+    from memcore_mfh.tools import class_measures, mean_pairwise_l1
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 1, 4, 4) * 2 - 1
+
+    class Judge(TrainedNet):               # class 1 where the first pixel is positive
+        def __init__(self):
+            pass
+
+        def predict(self, x):
+            return (x.flatten(1)[:, 0] > 0).long()
+
+    judge = Judge()
+    with torch.no_grad():
+        hallucinated, reconstructed, probs = class_measures(Copier(), images, gen, 5, 3)
+    assert hallucinated.shape == (5, 3, 1, 4, 4)
+    real_hit = (judge.predict(images) == 1).double().mean()
+    assert (judge.predict(reconstructed) == 1).double().mean() == real_hit
+    assert all(mean_pairwise_l1(h) == 0 for h in hallucinated)
+    assert probs.shape == (12, 6)
+
+
+def test_judge_training_is_seeded_and_learns_a_separable_task():
+    from memcore_mfh.judge import train_classifier
+    torch.manual_seed(0)
+    images = torch.rand(64, 1, 8, 8) * 2 - 1
+    labels = torch.arange(64) % 2
+    images[labels == 1, :, :4] = 1.0                        # class 1: a white upper half
+    a, b = (train_classifier(images, labels, 2, 60, seed=3) for _ in range(2))
+    assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))
+    assert (a.predict(images) == labels).double().mean() > 0.95
+    assert a.features(images).shape == (64, 64)
+
+
+def test_cr_head_gives_class_logits_of_e_cr_and_the_loss_needs_it():
+    torch.manual_seed(0)
+    G = tiny_generator(cr_head=True)
+    x, y = batch()
+    out = G(mode="train", x=x, labels=y)
+    torch.testing.assert_close(out["cr_logits"], G.cr_classifier(G.E_cr(x)))
+    assert "cr_logits" not in tiny_generator()(mode="train", x=x, labels=y)
+    D = Discriminator(DiscriminatorOptions(width=8),
+                      memcore.BuildContext(resolution=28, channels=1, num_classes=4))
+    loss = losses.CRCategory(memcore.LossOptions())
+    loss.on_build(memcore.Models(G=G, D=D, G_ema=None, augment=None, losses=[]))
+    with pytest.raises(memcore.MemcoreError, match="cr_head = true"):
+        loss.on_build(memcore.Models(G=tiny_generator(), D=D, G_ema=None, augment=None,
+                                     losses=[]))
+
+
+def test_protonet_ways():
+    from memcore_mfh.tools import protonet_ways
+    assert protonet_ways(0, 3) == [3] and protonet_ways(0, 5) == [5]
+    assert protonet_ways(0, 26) == [26, 5] and protonet_ways(4, 26) == [4]
 
 
 def test_sample_latent_rules():
