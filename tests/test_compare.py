@@ -1,7 +1,8 @@
 """`memcore compare` on runs whose logs the test writes itself, against hand-computed numbers.
 
 Reference values: t quantiles from printed t tables; the Welch p-values were computed with
-mpmath's regularised incomplete beta function (30 digits), independently of memcore's own.
+mpmath's regularised incomplete beta function (30 digits), independently of memcore's own; the
+paired values by the closed forms of Student's t with 2 degrees of freedom, written out here.
 """
 import json
 
@@ -18,14 +19,17 @@ SAME = {0: (12.0, 12.0), 1: (13.0, 13.0), 2: (11.5, 11.5)}       # final 12, 13,
 
 
 def write_run(folder, seed, values, img_per_s=(100.0, 120.0, 110.0), extractor="net",
-              last_step=200):
+              last_step=200, start=None):
+    """A run's files as the trainer writes them; ``start``: what its first log line adds."""
     folder.mkdir(parents=True)
     (folder / "recipe.resolved.toml").write_text(f"[train]\nseed = {seed}\nsteps = 200\n")
     lines = []
     for step, value, rate in zip((100, 200), values, img_per_s):
         if step > last_step:
             break
-        lines.append({"step": step, "loss/D": 1.0 + seed, "loss/G": 0.5, "img_per_s": rate})
+        lines.append({"step": step, "time": step * 0.5, "loss/D": 1.0 + seed, "loss/G": 0.5,
+                      "img_per_s": rate, "peak_rss_mb": 400.0 + step, **(start or {})})
+        start = None
         lines.append({"step": step, f"metric/fid@{extractor}": value})
         with open(folder / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps({"step": step, "metric": "fid", "values": {"fid": value},
@@ -80,20 +84,116 @@ def test_compare_gives_means_intervals_best_and_verdicts(experiment, capsys):
     assert base["best"]["mean"] == pytest.approx((9 + 12 + 14) / 3)
     assert base["best_step"] == [100, 200, 200]
     assert base["vs_baseline"] == "baseline"
-    assert moca["welch"]["p"] == pytest.approx(0.0174406, abs=1e-6)
-    assert moca["vs_baseline"] == "higher (p = 0.017)"
-    assert same["welch"]["p"] == pytest.approx(0.902583, abs=1e-5)
-    assert same["vs_baseline"] == "indistinguishable (p = 0.9)"
-    assert base["img_per_s"]["mean"] == 110.0          # median of 100 and 120 per run
+    # the three variants ran seeds 0, 1, 2: paired by seed (checked by hand below)
+    assert moca["paired"]["p"] == pytest.approx(paired_df2([20, 22, 27], [10, 12, 14])[1])
+    assert moca["vs_baseline"] == "higher (paired t, p = 0.0082)"
+    assert same["vs_baseline"] == "indistinguishable (paired t, p = 0.91)"
+    assert "welch" not in moca and moca["seeds_needed"] is None
+    assert report["cost"]["base"]["img_per_s"]["mean"] == 110.0   # median of 100 and 120 per run
+
+
+def paired_df2(a, b):
+    """t, two-sided p and 95% interval of the paired t-test of three pairs, by hand: with 2
+    degrees of freedom Student's t has the CDF 1/2 + t / (2 sqrt(t^2 + 2)), so the two-sided p is
+    1 - |t| / sqrt(t^2 + 2) and the 0.975 quantile 0.95 sqrt(2 / (4 x 0.975 x 0.025))."""
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    t = mean / (sd / 3 ** 0.5)
+    half = 0.95 * (2 / (4 * 0.975 * 0.025)) ** 0.5 * sd / 3 ** 0.5
+    return t, 1 - abs(t) / (t * t + 2) ** 0.5, [mean - half, mean + half]
+
+
+@pytest.mark.parametrize("variant, finals", [("moca", [20, 22, 27]), ("same", [12, 13, 11.5])])
+def test_paired_values_by_hand(experiment, capsys, variant, finals):
+    row = next(r for r in report_of(capsys, experiment)["metrics"]["fid@net"]
+               if r["variant"] == variant)
+    t, p, ci = paired_df2(finals, [10, 12, 14])
+    test = row["paired"]
+    assert test["seeds"] == [0, 1, 2] and test["df"] == 2
+    assert test["mean_diff"] == pytest.approx(sum(finals) / 3 - 12)
+    assert (test["t"], test["p"]) == (pytest.approx(t), pytest.approx(p))
+    assert test["ci95"] == pytest.approx(ci)
+    assert test["wilcoxon"] is None                    # 3 pairs cannot reach p < 0.05
+
+
+def test_seeds_needed_for_an_indistinguishable_row(experiment, capsys):
+    """Against the normal approximation of the paired t-test's sample size,
+    n = (z_0.975 + z_0.8)^2 / (mean / sd)^2 + z_0.975^2 / 2, which the exact n lies within 1 of."""
+    same = next(r for r in report_of(capsys, experiment)["metrics"]["fid@net"]
+                if r["variant"] == "same")
+    d = [2.0, 1.0, -2.5]                               # same - base per seed
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    approx = (1.959964 + 0.841621) ** 2 / (mean / sd) ** 2 + 1.959964 ** 2 / 2
+    assert abs(same["seeds_needed"] - approx) <= 1
+    assert same["paired"]["seeds_needed"] == same["seeds_needed"]
+
+
+def test_wilcoxon_from_six_pairs(tmp_path, capsys):
+    for seed in range(6):                              # b is higher at every seed by 1..6
+        write_run(tmp_path / "a" / f"seed-{seed}", seed, (10.0, 10.0))
+        write_run(tmp_path / "b" / f"seed-{seed}", seed, (10.0, 11.0 + seed))
+    row = report_of(capsys, tmp_path, "--baseline", "a")["metrics"]["fid@net"][1]
+    # all six signs positive: the exact two-sided p is 2 / 2^6; the smaller rank sum is 0
+    assert row["paired"]["wilcoxon"] == {"statistic": 0.0, "p": pytest.approx(2 / 64)}
+
+
+def test_unpaired_seeds_fall_back_to_welch(tmp_path, capsys):
+    for seed, (b, m) in enumerate(zip((10.0, 12.0, 14.0), (20.0, 22.0, 27.0))):
+        write_run(tmp_path / "base" / f"seed-{seed}", seed, (b, b))
+        write_run(tmp_path / "moca" / f"seed-{seed + 3}", seed + 3, (m, m))
+    row = report_of(capsys, tmp_path, "--baseline", "base")["metrics"]["fid@net"][1]
+    assert "paired" not in row and row["welch"]["p"] == pytest.approx(0.0174406, abs=1e-6)
+    assert row["vs_baseline"] == "higher (Welch, p = 0.017)"
+    assert row["welch"]["mean_diff"] == 11.0
+
+
+def test_costs_per_variant(tmp_path, capsys):
+    start = {"params/G": 1_500_000, "params/D": 250_000, "data_hash": "d0", "latent_hash": "z0"}
+    for seed in (0, 1):
+        write_run(tmp_path / "a" / f"seed-{seed}", seed, (5.0, 4.0), start=start)
+        write_run(tmp_path / "b" / f"seed-{seed}", seed, (5.0, 4.0))     # no start record
+    report = report_of(capsys, tmp_path)
+    a, b = report["cost"]["a"], report["cost"]["b"]
+    assert (a["params_G"], a["params_D"]) == ([1_500_000], [250_000])
+    assert a["wall_clock_s"]["mean"] == 100.0 and a["peak_rss_mb"]["mean"] == 600.0
+    assert (b["params_G"], b["peak_gpu_mb"]) == ([], None)
+    assert main(["compare", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| a | 2 | 200 | 1.5M | 0.25M | 100 ± 0 | 600 ± 0 MB RSS | 110 ± 0 |" in text
+    assert "| b | 2 | 200 | — | — | 100 ± 0 |" in text
+
+
+@pytest.mark.parametrize("key", ["data_hash", "latent_hash"])
+def test_variants_of_one_seed_that_saw_different_data_are_named(tmp_path, capsys, key):
+    same = {"data_hash": "d", "latent_hash": "z"}
+    for seed in (0, 1):
+        write_run(tmp_path / "a" / f"seed-{seed}", seed, (5.0, 4.0), start=same)
+        write_run(tmp_path / "b" / f"seed-{seed}", seed, (5.0, 4.0),
+                  start={**same, key: "other"} if seed == 1 else same)
+    assert main(["compare", str(tmp_path), "--json"]) == 0
+    captured = capsys.readouterr()
+    warnings = json.loads(captured.out)["different_data"]
+    assert len(warnings) == 1 and warnings[0].startswith("seed 1:") and key in warnings[0]
+    assert "a: d" in warnings[0] or "a: z" in warnings[0]
+    assert "warning: seed 1: the variants saw different" in captured.err
+
+
+def test_the_same_run_twice_counts_once(experiment, capsys):
+    run = experiment / "base" / "seed-0"
+    report = report_of(capsys, run, run, experiment, experiment / "base")
+    assert [r["seed"] for r in report["variants"]["base"]] == [0, 1, 2]
 
 
 def test_markdown_report_and_figures(experiment, tmp_path, capsys):
     out = tmp_path / "cmp" / "report.md"
     assert main(["compare", str(experiment), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "Welch's two-sided t-test" in text and "## fid@net" in text
+    assert "paired t-test" in text and "## fid@net" in text
     assert "| base | 3 | 200 | 12 ± 2 | [7.032, 16.97] | 11.67 ± 2.5 |" in text
-    assert "| same | 3 | 200 | 12.17 ± 0.76 |" in text and "indistinguishable (p = 0.9)" in text
+    assert "| same | 3 | 200 | 12.17 ± 0.76 |" in text
+    assert "| +0.1667 [-5.703, 6.036] | indistinguishable (paired t, p = 0.91) | 1" in text
     for figure in ("report-fid_net.png", "report-losses.png", "report-samples.png"):
         assert (out.parent / figure).stat().st_size > 1000
         assert f"({figure})" in text
