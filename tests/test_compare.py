@@ -242,3 +242,165 @@ def test_bad_arguments_are_clear(experiment, tmp_path, capsys):
     assert "did you mean 'base'" in capsys.readouterr().err
     assert main(["compare", str(experiment), "--metric", "kid"]) == 2
     assert "no run logged it" in capsys.readouterr().err
+
+
+# -- damaged run contents: each is skipped with a warning naming its file, or refused (exit 2) --
+def _append(name, *lines):
+    def damage(run, root):
+        with open(run / name, "ab") as fh:
+            fh.write(b"".join(line + b"\n" for line in lines))
+    return damage
+
+
+def _replace(name, content):
+    def damage(run, root):
+        (run / name).write_bytes(content)
+    return damage
+
+
+def _folder(name):
+    def damage(run, root):
+        target = run / name
+        if target.exists():
+            target.unlink()
+        target.mkdir()
+        (target / "x").write_text("{}")
+    return damage
+
+
+def _experiment(content):
+    def damage(run, root):
+        (root / "experiment.json").write_bytes(content)
+    return damage
+
+
+DAMAGE = {   # name -> (damage(run, root), the file its warning names)
+    "nan metric": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": NaN}'), "log.jsonl"),
+    "infinite metric": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": Infinity}'),
+                        "log.jsonl"),
+    "-infinite loss": (_append("log.jsonl", b'{"step": 300, "loss/D": -Infinity}'), "log.jsonl"),
+    "nan img/s": (_append("log.jsonl", b'{"step": 300, "img_per_s": NaN}'), "log.jsonl"),
+    "nan time": (_append("log.jsonl", b'{"step": 300, "time": NaN}'), "log.jsonl"),
+    "overflowing number": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": 1e400}'),
+                           "log.jsonl"),
+    "5000-digit number": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": '
+                                  + b"9" * 5000 + b"}"), "log.jsonl"),
+    "string metric": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": "12"}'), "log.jsonl"),
+    "binary line": (_append("log.jsonl", b"\x00\xff\xfe\x89PNG"), "log.jsonl"),
+    "invalid json": (_append("log.jsonl", b'{step: 300, "loss/D": 1'), "log.jsonl"),
+    "a list": (_append("log.jsonl", b"[1, 2]"), "log.jsonl"),
+    "a number": (_append("log.jsonl", b"5"), "log.jsonl"),
+    "a string": (_append("log.jsonl", b'"step"'), "log.jsonl"),
+    "null": (_append("log.jsonl", b"null"), "log.jsonl"),
+    "deep nesting": (_append("log.jsonl", b"[" * 100000 + b"]" * 100000), "log.jsonl"),
+    "string step": (_append("log.jsonl", b'{"step": "300", "metric/fid@net": 1.0}'), "log.jsonl"),
+    "bool step": (_append("log.jsonl", b'{"step": true, "metric/fid@net": 1.0}'), "log.jsonl"),
+    "negative step": (_append("log.jsonl", b'{"step": -3, "metric/fid@net": 1.0}'), "log.jsonl"),
+    "fractional step": (_append("log.jsonl", b'{"step": 2.5, "metric/fid@net": 1.0}'),
+                        "log.jsonl"),
+    "no step": (_append("log.jsonl", b'{"metric/fid@net": 1.0}'), "log.jsonl"),
+    "log.jsonl a folder": (_folder("log.jsonl"), "log.jsonl"),
+    "corrupt experiment.json": (_experiment(b'{"variants": ["base", '), "experiment.json"),
+    "experiment.json a list": (_experiment(b'["base"]'), "experiment.json"),
+    "experiment.json odd variants": (_experiment(b'{"variants": [1, {}], "baseline": 3}'),
+                                     "experiment.json"),
+    "experiment.json binary": (_experiment(b"\xff\xfe\x00"), "experiment.json"),
+    "experiment.json a folder": (lambda run, root: _folder("experiment.json")(root, root),
+                                 "experiment.json"),
+    "recipe not TOML": (_replace("recipe.resolved.toml", b"[train\nseed = "),
+                        "recipe.resolved.toml"),
+    "recipe not UTF-8": (_replace("recipe.resolved.toml", b"\xff\xfe[train]"),
+                         "recipe.resolved.toml"),
+    "recipe seed a string": (_replace("recipe.resolved.toml", b'[train]\nseed = "0"\n'),
+                             "recipe.resolved.toml"),
+    "recipe train not a table": (_replace("recipe.resolved.toml", b"train = 3\n"),
+                                 "recipe.resolved.toml"),
+    "recipe a folder": (_folder("recipe.resolved.toml"), "recipe.resolved.toml"),
+    "eval json corrupt": (_replace("eval-step-0000200.json", b'[{"step": 200, "kid"'),
+                          "eval-step-0000200.json"),
+    "eval json odd entries": (_replace("eval-step-0000200.json", b'[3, {"kid": 1.0}, null]'),
+                              "eval-step-0000200.json"),
+    "plugin json without step": (_replace("mfh-eval-step-0000200.json", b'{"fid": 3.0}'),
+                                 "mfh-eval-step-0000200.json"),
+    "eval json a folder": (_folder("eval-step-0000200.json"), "eval-step-0000200.json"),
+    "metrics.jsonl damaged": (_replace("metrics.jsonl", b'[1]\n{"step": 1, "values": 3}\n'
+                                       b'{"step": 2, "metric": ["fid"], "values": {"fid": 1}}\n'),
+                              None),   # read only for the metric's direction: best is omitted
+    "sample png corrupt": (_replace("samples/step-0000100.png", b"\x89PNG\r\n\x1a\nnot an image"),
+                           "step-0000100.png"),
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_run_contents_warn_or_refuse(experiment, tmp_path, capsys, kind):
+    damage, named = DAMAGE[kind]
+    damage(experiment / "moca" / "seed-0", experiment)     # seed 0: the sample figure's
+    out = tmp_path / "cmp" / "report.json"
+    code = main(["compare", str(experiment), "--json", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err and "bug" not in err, err
+    if code == 2:
+        assert named in err and not out.parent.exists()
+        return
+    report = json.loads(out.read_text())
+    if named is not None:
+        assert any(named in w for w in report["warnings"]), report["warnings"]
+        assert "warning: " in err and named in err
+    # the undamaged runs are all still there, and every number is a finite one
+    assert [r["seed"] for r in report["variants"]["base"]] == [0, 1, 2]
+    assert report["metrics"]["fid@net"][0]["final"]["mean"] == 12.0
+
+
+def test_damage_warnings_are_bounded_per_file(experiment, capsys):
+    _append("log.jsonl", *[b"garbage"] * 50)(experiment / "base" / "seed-0", experiment)
+    report = report_of(capsys, experiment)
+    lines = [w for w in report["warnings"] if "log.jsonl" in w]
+    assert len(lines) == 6 and lines[-1].endswith("45 further damaged lines skipped")
+
+
+def test_a_line_still_being_written_is_no_warning(experiment, capsys):
+    with open(experiment / "base" / "seed-0" / "log.jsonl", "a") as fh:
+        fh.write('{"step": 300, "loss/D"')                  # no newline yet
+    assert report_of(capsys, experiment)["warnings"] == []
+
+
+# -- compare's own arguments: refused before anything is read or written --------------------
+def _read_only(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return [str(folder / "report.md")]
+
+
+BAD_ARGUMENTS = {
+    "--out a folder": (lambda tmp: ["--out", str(tmp)], "--out"),
+    "--out no extension": (lambda tmp: ["--out", str(tmp / "report")], "--out"),
+    "--out unknown extension": (lambda tmp: ["--out", str(tmp / "report.png")], "--out"),
+    "--out .json without --json": (lambda tmp: ["--out", str(tmp / "r.json")], "--json"),
+    "--out .md with --json": (lambda tmp: ["--out", str(tmp / "r.md"), "--json"], "--json"),
+    "--out under a file": (lambda tmp: ["--out", str(tmp / "file" / "r.md")], "is a file"),
+    "--out read-only": (lambda tmp: ["--out", *_read_only(tmp)], "not writable"),
+    "--metric unknown": (lambda tmp: ["--metric", "kid", "--out", str(tmp / "r.md")], "--metric"),
+    "--metric empty": (lambda tmp: ["--metric", "", "--out", str(tmp / "r.md")], "--metric"),
+    "--baseline unknown": (lambda tmp: ["--baseline", "x", "--out", str(tmp / "r.md")],
+                           "--baseline"),
+    "--smooth 0": (lambda tmp: ["--smooth", "0", "--out", str(tmp / "r.md")], "--smooth"),
+    "--smooth -5": (lambda tmp: ["--smooth", "-5", "--out", str(tmp / "r.md")], "--smooth"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_bad_arguments_exit_2_and_write_nothing(experiment, tmp_path, capsys, case):
+    import os
+    make, named = BAD_ARGUMENTS[case]
+    if case == "--out read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    place = tmp_path / "place"
+    place.mkdir()
+    (place / "file").write_text("x")
+    argv = make(place)
+    before = sorted(p.name for p in place.rglob("*"))
+    assert main(["compare", str(experiment), *argv]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert sorted(p.name for p in place.rglob("*")) == before

@@ -817,8 +817,6 @@ def compare(paths, metric=None, out=None, as_json=False, baseline=None, smooth=1
         raise MemcoreError(f"--smooth {smooth}: expected a number >= 1")
     out = check_out(out, as_json)
     report = build_report(paths, metric, baseline)
-    for text in report["warnings"] + report["different_data"]:
-        print(f"warning: {text}", file=sys.stderr)
     written = []
     try:
         if out:
@@ -834,6 +832,8 @@ def compare(paths, metric=None, out=None, as_json=False, baseline=None, smooth=1
             path.unlink(missing_ok=True)
         raise MemcoreError(f"--out {out}: cannot write {exc.filename or out}: "
                            f"{exc.strerror or exc}") from None
+    for warning in report["warnings"] + report["different_data"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if out:
         print(f"-> {out}" + (f" and {len(written)} figure(s)" if written else ""))
     else:
