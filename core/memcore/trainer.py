@@ -403,14 +403,16 @@ class Trainer:
     def _start_record(self) -> dict:
         """Network sizes, and fingerprints of the first real batch and the first latents, for
         `memcore compare`: variants of one seed must have seen the same data and latents. Both
-        are drawn from copies, so the training streams are untouched."""
+        are drawn from copies, so the training streams are untouched (and the global generator,
+        which a data loader draws its seed from)."""
         t = self.recipe.train
-        images, labels = BatchStream(self.dataset, t.batch_size, t.seed, self.rank,
-                                     self.world).next()
-        latent_generator = torch.Generator()
-        latent_generator.set_state(self.latent_generator.get_state())
-        latents = self.models.G.sample_latent(t.batch_size // self.world, latent_generator,
-                                              self.device)
+        with torch.random.fork_rng(devices=[]):
+            images, labels = BatchStream(self.dataset, t.batch_size, t.seed, self.rank,
+                                         self.world).next()
+            latent_generator = torch.Generator()
+            latent_generator.set_state(self.latent_generator.get_state())
+            latents = self.models.G.sample_latent(t.batch_size // self.world, latent_generator,
+                                                  self.device)
         return {"params/G": sum(p.numel() for p in self.models.G.parameters()),
                 "params/D": sum(p.numel() for p in self.models.D.parameters()),
                 "data_hash": _fingerprint([images, labels]),
