@@ -76,8 +76,8 @@ class Experiment:
     grid: dict = option(factory=dict, help="Key paths (as in overrides) to lists of values: "
                         "every combination is a variant, over each [[variants]] table (over the "
                         "base recipe without them), named from its values: \"train.lr\" = "
-                        "[1e-4, 2e-4] gives lr-0.0001 and lr-0.0002 (moca_lr-0.0001 over a "
-                        "variant moca).")
+                        "[1e-4, 2e-4] gives lr-0.0001 and lr-0.0002 (wide_lr-0.0001 over a "
+                        "variant wide).")
     variants: list[VariantSpec] = option(factory=list, help="[[variants]] tables; at least one "
                                          "unless there is a [grid].")
 
