@@ -283,6 +283,8 @@ DAMAGE = {   # name -> (damage(run, root), the file its warning names)
     "nan time": (_append("log.jsonl", b'{"step": 300, "time": NaN}'), "log.jsonl"),
     "overflowing number": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": 1e400}'),
                            "log.jsonl"),
+    "huge number": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": 1e200}'),
+                    "log.jsonl"),
     "5000-digit number": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": '
                                   + b"9" * 5000 + b"}"), "log.jsonl"),
     "string metric": (_append("log.jsonl", b'{"step": 300, "metric/fid@net": "12"}'), "log.jsonl"),

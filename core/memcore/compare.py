@@ -50,7 +50,7 @@ TEST = ("paired t-test on the final values of the seeds both variants ran (Wilco
 OUT_FORMATS = {".md": False, ".json": True}     # --out's extension -> whether it holds --json
 _SEED_DIR = re.compile(r"^seed-(\d+)$")
 _PLUGIN_JSON = re.compile(r"^([a-z0-9][a-z0-9_-]*?)-step-(\d+)(?:-[a-z0-9-]+)?\.json$")
-_LARGEST = 1e300           # beyond it a mean or variance of a few values overflows
+_LARGEST = 1e100           # a variance squares the values: beyond ~1e154 it overflows a float
 
 
 # -- statistics -------------------------------------------------------------------------------
@@ -212,7 +212,8 @@ def variant_label(run: Path, root: Path) -> str:
 
 
 def finite(value) -> float | None:
-    """``value`` as a float when it is a number of sensible size (not a bool, NaN or infinite)."""
+    """``value`` as a float when it is a number of sensible size (not a bool, NaN, infinite, or
+    so large that its variance would overflow)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if abs(value) < _LARGEST else None
