@@ -427,3 +427,27 @@ def test_real_runs_log_their_costs_and_data_hashes(tmp_path, monkeypatch, capsys
     assert len(report["different_data"]) == 2           # data and latents: c drew 4, not 8
     assert all("a, b: " in w and "c: " in w for w in report["different_data"])
     assert report["cost"]["a"]["params_G"] == [first["params/G"]]
+
+
+@pytest.mark.parametrize("value", ["nan", "x", "1.5", "", "1e3"])
+def test_smooth_of_the_wrong_type_is_refused_by_the_parser(experiment, capsys, value):
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", str(experiment), "--smooth", value])
+    assert stop.value.code == 2 and "--smooth" in capsys.readouterr().err
+
+
+def test_a_huge_smooth_window_averages_everything(experiment, tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert main(["compare", str(experiment), "--smooth", str(10 ** 30), "--out", str(out)]) == 0
+    assert (tmp_path / "r-losses.png").exists()
+
+
+def test_a_failed_write_exits_2_and_leaves_no_figures(experiment, tmp_path, capsys, monkeypatch):
+    import memcore.compare
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(memcore.compare, "write_atomic", full_disk)
+    assert main(["compare", str(experiment), "--out", str(tmp_path / "out" / "r.md")]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -25,6 +25,7 @@ naming the file and line.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -818,7 +819,7 @@ def compare(paths, metric=None, out=None, as_json=False, baseline=None, smooth=1
         raise MemcoreError(f"--smooth {smooth}: expected a number >= 1")
     out = check_out(out, as_json)
     report = build_report(paths, metric, baseline)
-    written = []
+    written, made = [], out is not None and not out.parent.exists()
     try:
         if out:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -831,6 +832,9 @@ def compare(paths, metric=None, out=None, as_json=False, baseline=None, smooth=1
     except OSError as exc:
         for path in written:
             path.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                out.parent.rmdir()
         raise MemcoreError(f"--out {out}: cannot write {exc.filename or out}: "
                            f"{exc.strerror or exc}") from None
     for warning in report["warnings"] + report["different_data"]:
