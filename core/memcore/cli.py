@@ -354,8 +354,9 @@ def compare_args(p):
                    "fid@fashion-classifier; repeatable).")
     p.add_argument("--baseline", metavar="VARIANT", help="Variant the others are tested against "
                    "(default: the experiment's, else the first).")
-    p.add_argument("--out", metavar="FILE", help="Write the report here and the figures next to "
-                   "it (FILE-stem-*.png); default: print the report, no figures.")
+    p.add_argument("--out", metavar="FILE", help="Write the report here (.md; .json with "
+                   "--json) and the figures next to it (FILE-stem-*.png); default: print the "
+                   "report, no figures.")
     p.add_argument("--json", action="store_true", help="The report as JSON instead of Markdown.")
     p.add_argument("--smooth", type=int, default=10, metavar="N",
                    help="Moving average over N log lines for the loss figure.")

@@ -12,7 +12,9 @@ a run on this project's 2-core machine 40x slower, so the total never exceeds th
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -74,7 +76,19 @@ class Experiment:
                                      "the first.")
     after: list[str] = option(factory=list, help="memcore commands run on each trained run, "
                               "{run} standing for its folder, e.g. \"eval {run} --metrics fid\".")
-    variants: list[VariantSpec] = option(help="[[variants]] tables, at least one.")
+    grid: dict = option(factory=dict, help="Key paths (as in overrides) to lists of values: "
+                        "every combination is a variant, over each [[variants]] table (over the "
+                        "base recipe without them), named from its values: \"train.lr\" = "
+                        "[1e-4, 2e-4] gives lr-0.0001 and lr-0.0002 (wide_lr-0.0001 over a "
+                        "variant wide).")
+    variants: list[VariantSpec] = option(factory=list, help="[[variants]] tables; at least one "
+                                         "unless there is a [grid].")
+
+
+@attrs.frozen(kw_only=True)
+class GridVariant(VariantSpec):
+    """A variant made by ``[grid]``: its values, set after the variant's own overrides."""
+    grid: dict = attrs.field(factory=dict)      # key path (tuple) -> value
 
 
 @attrs.define
@@ -109,6 +123,10 @@ def override_pairs(table: dict, prefix: list | None = None) -> list[tuple[list, 
 def _tables_first(raw: dict) -> list[str]:
     """``overrides`` that is not a table (cattrs cannot say so by key path); fixed up in ``raw``."""
     problems = []
+    if "grid" in raw and not isinstance(raw["grid"], dict):
+        problems.append("grid: expected a table of key paths to lists of values, e.g. [grid] "
+                        "\"train.lr\" = [0.0001, 0.0002]")
+        raw["grid"] = {}
     spots = [("overrides", raw)] + [(f"variants[{i}].overrides", v) for i, v in
                                      enumerate(raw.get("variants", [])
                                                if isinstance(raw.get("variants"), list) else [])
@@ -119,6 +137,52 @@ def _tables_first(raw: dict) -> list[str]:
                             f"{where} = {{ \"train.steps\" = 100 }}")
             table["overrides"] = {}
     return problems
+
+
+MAX_GRID = 10_000    # variants a grid may make: each is trained at every seed
+_SWEEP_SETS = ("train.seed", "train.progress", "run.dir")     # resolve_variant sets them
+
+
+def _dotted(key) -> str:
+    return ".".join(map(str, key))
+
+
+def _value_name(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text)
+
+
+def expand_grid(exp: Experiment) -> tuple[Experiment, list[str]]:
+    """``[grid]``'s combinations as variants: over each listed variant, or over the base recipe
+    when none is listed; each is named from its values (the key's last part, unless two keys
+    share it)."""
+    pairs = override_pairs(exp.grid)
+    problems = [f"grid.\"{_dotted(key)}\" = {json.dumps(value)[:60]}: expected a non-empty list "
+                "of values, one per variant, e.g. \"train.lr\" = [0.0001, 0.0002]"
+                for key, value in pairs if not isinstance(value, list) or not value]
+    fixed = _SWEEP_SETS + (("train.steps",) if exp.steps is not None else ())
+    problems += [f"grid.\"{_dotted(key)}\": set by the sweep for every run (from the experiment's "
+                 "seeds, steps and root)" for key, _ in pairs if _dotted(key) in fixed]
+    if problems or not pairs:
+        return exp, problems
+    count = math.prod(len(values) for _, values in pairs) * max(1, len(exp.variants))
+    if count > MAX_GRID:
+        return exp, [f"grid: {count} variants; expected at most {MAX_GRID} (each is trained at "
+                     "every seed)"]
+    lasts = [str(key[-1]) for key, _ in pairs]
+    labels = [last if lasts.count(last) == 1 else _dotted(key)
+              for last, (key, _) in zip(lasts, pairs)]
+    variants = []
+    for v in exp.variants or [None]:
+        for combo in itertools.product(*(values for _, values in pairs)):
+            name = "_".join(f"{label}-{_value_name(value)}" for label, value in zip(labels, combo))
+            variants.append(GridVariant(
+                name=f"{v.name}_{name}" if v else name, recipe=v.recipe if v else None,
+                overrides=v.overrides if v else {}, after=v.after if v else [],
+                grid={tuple(key): value for (key, _), value in zip(pairs, combo)}))
+    problems = list(dict.fromkeys(f"grid: the variant name {v.name!r} it makes: expected "
+                                  f"{_name_check(v.name)}" for v in variants if _name_check(v.name)))
+    return attrs.evolve(exp, variants=variants), problems
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -135,6 +199,8 @@ def load_experiment(path: Path) -> Experiment:
         exp = structure(raw, Experiment, str(path))
     except RecipeError as exc:
         raise RecipeError(problems + exc.problems, str(path)) from None
+    exp, found = expand_grid(exp)
+    problems += found
     names = [v.name for v in exp.variants]
     if not exp.seeds:
         problems.append("seeds = []: expected at least one seed, e.g. seeds = [0, 1, 2]")
@@ -142,8 +208,9 @@ def load_experiment(path: Path) -> Experiment:
     if twice:
         problems.append(f"seeds = {exp.seeds}: expected distinct seeds "
                         f"({', '.join(map(str, twice))} more than once)")
-    if not names:
-        problems.append("variants: at least one [[variants]] table with a name is needed")
+    if not names and "grid" not in raw:
+        problems.append("variants: at least one [[variants]] table with a name (or a [grid]) is "
+                        "needed")
     for i, name in enumerate(names):
         if name in names[:i]:
             problems.append(f"variants[{i}].name = {name!r}: another variant has this name")
@@ -194,12 +261,15 @@ def resolve_variant(exp: Experiment, index: int, path: Path, seed: int, run_dir:
     except RecipeError as exc:
         key = "recipe" if v.recipe else "base"
         return None, [f"{where}: {key} = {str(recipe_path)!r}: {p}" for p in exc.problems]
+    grid = getattr(v, "grid", {})
     problems = []
-    for source, table in (("overrides", exp.overrides), (f"{where}.overrides", v.overrides)):
-        for key, value in override_pairs(table):
-            problem = set_key(raw, key, value)
-            if problem:
-                problems.append(f"{source}.{'.'.join(map(str, key))}: {problem}")
+    for where_key, key, value in (
+            [(f"overrides.{_dotted(k)}", k, x) for k, x in override_pairs(exp.overrides)]
+            + [(f"{where}.overrides.{_dotted(k)}", k, x) for k, x in override_pairs(v.overrides)]
+            + [(f"grid.\"{_dotted(k)}\"", list(k), x) for k, x in grid.items()]):
+        problem = set_key(raw, key, value)
+        if problem:
+            problems.append(f"{where_key}: {problem}")
     fixed = [(["train", "seed"], seed), (["run", "dir"], str(run_dir)),
              (["train", "progress"], False)]  # a child's progress bar would only fill its log
     if exp.steps is not None:
@@ -215,8 +285,18 @@ def resolve_variant(exp: Experiment, index: int, path: Path, seed: int, run_dir:
         if check:
             preflight(recipe, str(recipe_path), portable=check == "portable")
     except RecipeError as exc:
-        return None, [f"{where}: {p}" for p in exc.problems]
+        return None, [_blame(p, where, grid) for p in exc.problems]
     return resolved, []
+
+
+def _blame(problem: str, where: str, grid: dict) -> str:
+    """A recipe problem at a key the grid set is the grid's: named by the grid's key path, and
+    once for all the variants it makes (the problem names the value)."""
+    for key in grid:
+        dotted = _dotted(key)
+        if problem.startswith((f"{dotted}:", f"{dotted} =", f"{dotted}.")):
+            return f"grid.\"{dotted}\": {problem}"
+    return f"{where}: {problem}"
 
 
 def plan(path: Path, portable: bool = False) -> tuple[Experiment, Path, list[PlannedRun]]:

@@ -14,6 +14,8 @@ or ``no_sync``; gradient accumulation is an explicit micro-batch loop, never
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import resource
 import signal
 import time
 import warnings
@@ -348,6 +350,8 @@ class Trainer:
         if main and getattr(self, "init_report", None):
             self.log.message("init_from: " + "; ".join(self.init_report))
         logs = defaultdict(list)
+        # On the first log line of a fresh run (a resumed run's log already holds it).
+        self._start_values = self._start_record() if main and self.step == 0 else {}
         t_last, step_last = time.perf_counter(), self.step
         stop = False
         with _Interrupt() as interrupt:
@@ -396,6 +400,24 @@ class Trainer:
                               f"{self.run_dir / 'checkpoints'}")
         return {"step": self.step, "run_dir": str(self.run_dir)}
 
+    def _start_record(self) -> dict:
+        """Network sizes, and fingerprints of the first real batch and the first latents, for
+        `memcore compare`: variants of one seed must have seen the same data and latents. Both
+        are drawn from copies, so the training streams are untouched (and the global generator,
+        which a data loader draws its seed from)."""
+        t = self.recipe.train
+        with torch.random.fork_rng(devices=[]):
+            images, labels = BatchStream(self.dataset, t.batch_size, t.seed, self.rank,
+                                         self.world).next()
+            latent_generator = torch.Generator()
+            latent_generator.set_state(self.latent_generator.get_state())
+            latents = self.models.G.sample_latent(t.batch_size // self.world, latent_generator,
+                                                  self.device)
+        return {"params/G": sum(p.numel() for p in self.models.G.parameters()),
+                "params/D": sum(p.numel() for p in self.models.D.parameters()),
+                "data_hash": _fingerprint([images, labels]),
+                "latent_hash": _fingerprint(latents.values())}
+
     def _last_good(self) -> str:
         last = checkpoint.latest(self.run_dir)
         return (f"the last good checkpoint is {last}; continue with `memcore run --resume "
@@ -427,6 +449,11 @@ class Trainer:
         values = {k: float(dist.all_reduce_mean(torch.tensor(v)).item()) for k, v in values.items()} \
             if self.world > 1 else values
         values["img_per_s"] = rate
+        values["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+        if self.device.type == "cuda":
+            values["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        values.update(self._start_values)
+        self._start_values = {}
         for name, mem in self.memories.items():
             for k, v in mem.stats().items():
                 values[f"memory/{name}/{k}"] = float(v)
@@ -572,6 +599,13 @@ class Trainer:
         if self.best:
             notes.append(f"Best {self.best['key']}: {self.best['value']:.4g} at step {self.best['step']}")
         return notes
+
+
+def _fingerprint(tensors) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _chunk(labels, n):

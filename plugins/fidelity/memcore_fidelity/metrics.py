@@ -109,6 +109,12 @@ class FID(FidelityMetric):
         return {"fid": out[KEY_METRIC_FID]}, {}
 
 
+def default_kid_subset(samples: int) -> int:
+    """A tenth of the samples (at least 2, at most torch-fidelity's 1000): subsets of all of them
+    would be the same set each time, and kid_std their (zero) spread."""
+    return max(2, min(1000, samples // 10))
+
+
 class KID(FidelityMetric):
     metric = main = "kid"
     values = ("kid", "kid_std")
@@ -118,8 +124,8 @@ class KID(FidelityMetric):
         from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, \
             kid_features_to_metric
         available = min(len(fake["features"]), len(real["features"]))
-        subset = min(self.options.kid_subset_size, available)
-        if subset < self.options.kid_subset_size:
+        subset = min(self.options.kid_subset_size or default_kid_subset(available), available)
+        if self.options.kid_subset_size and subset < self.options.kid_subset_size:
             warnings.warn(f"{self.where}.kid_subset_size = {self.options.kid_subset_size} is more "
                           f"than the {available} samples available; using subsets of {subset}",
                           stacklevel=2)

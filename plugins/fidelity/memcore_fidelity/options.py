@@ -50,10 +50,12 @@ class FidelityOptions(memcore.MetricOptions):
 
 @memcore.config
 class KIDOptions(FidelityOptions):
-    kid_subset_size: int = option(1000, help="Samples per subset; reduced (with a warning) when "
-                                  "fewer images are available.",
-                                  check=memcore.at_least(2, "samples per subset: the unbiased "
-                                                         "MMD² divides by m (m - 1)"))
+    kid_subset_size: Optional[int] = option(
+        None, help="Samples per subset (default: a tenth of the samples compared, at least 2 and "
+        "at most torch-fidelity's 1000, so that the subsets differ and kid_std measures their "
+        "spread; subsets of all the samples make kid_std ~0); a larger value than the samples "
+        "available is reduced, with a warning.",
+        check=memcore.at_least(2, "samples per subset: the unbiased MMD² divides by m (m - 1)"))
     kid_subsets: int = option(100, help="Number of random subsets averaged.", check=positive)
 
 

@@ -10,6 +10,7 @@ from memcore.cli import main
 from memcore_fidelity import Extractor, ExtractorOptions, extractors, reference
 from memcore_fidelity.extractors import INCEPTION_FILE, fold_batchnorm
 from memcore_fidelity.images import ImageSession, build_metric, score_images
+from memcore_fidelity.metrics import default_kid_subset
 
 
 def test_components_are_registered():
@@ -178,8 +179,27 @@ def test_cache_dir_option_and_environment(fashion, tmp_path, monkeypatch):
 def test_kid_subset_adapts_with_a_warning(fashion):
     with pytest.warns(UserWarning, match=r"metrics\[0\].kid_subset_size = 1000"):
         out = score_images("kid", fashion["train"][:40], fashion["test"][:30],
-                           extractor="fashion-classifier", kid_subsets=5)
+                           extractor="fashion-classifier", kid_subsets=5, kid_subset_size=1000)
     assert out["kid_subset_size"] == "30"
+
+
+@pytest.mark.parametrize("samples, subset", [(2, 2), (19, 2), (30, 3), (200, 20), (1000, 100),
+                                             (10_000, 1000), (50_000, 1000)])
+def test_kid_default_subset_is_a_tenth_of_the_samples(samples, subset):
+    assert default_kid_subset(samples) == subset
+
+
+def test_kid_default_subsets_differ_so_kid_std_is_their_spread(fashion):
+    """Subsets of all the samples are the same set every time (kid_std ~0, what --num-samples
+    1000 gave with the old default of 1000); the default tenth gives a real spread."""
+    images = dict(fake=fashion["train"][:200], real=fashion["test"][:200])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the default is never reduced
+        tenth = score_images("kid", **images, extractor="fashion-classifier", kid_subsets=20)
+    whole = score_images("kid", **images, extractor="fashion-classifier", kid_subsets=20,
+                         kid_subset_size=200)
+    assert tenth["kid_subset_size"] == "20" and whole["kid_subset_size"] == "200"
+    assert whole["kid_std"] < 1e-6 and tenth["kid_std"] > 1e-4
 
 
 def test_reference_count_capped_with_a_warning(fashion):
