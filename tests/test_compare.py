@@ -445,9 +445,9 @@ def test_a_huge_smooth_window_averages_everything(experiment, tmp_path, capsys):
 def test_a_failed_write_exits_2_and_leaves_no_figures(experiment, tmp_path, capsys, monkeypatch):
     import memcore.compare
 
-    def full_disk(path, text):
+    def full_disk(path, text, inside=None):
         raise OSError(28, "No space left on device", str(path))
-    monkeypatch.setattr(memcore.compare, "write_atomic", full_disk)
+    monkeypatch.setattr(memcore.compare.safewrite, "write_text", full_disk)
     assert main(["compare", str(experiment), "--out", str(tmp_path / "out" / "r.md")]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

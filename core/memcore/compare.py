@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -790,10 +789,7 @@ def check_out(out: str | None, as_json: bool) -> Path | None:
     """``--out``, checked before anything is read or written."""
     if out is None:
         return None
-    path = Path(out)
-    if path.is_dir():
-        raise MemcoreError(f"--out {out}: a folder; expected a report file, e.g. "
-                           f"{path / ('report.json' if as_json else 'report.md')}")
+    path = safewrite.check_output(Path(out), "--out")  # a folder, under a file, read-only
     holds_json = OUT_FORMATS.get(path.suffix.lower())
     if holds_json is None:
         raise MemcoreError(f"--out {out}: unknown extension {path.suffix or '(none)'!r}; expected "
@@ -802,11 +798,6 @@ def check_out(out: str | None, as_json: bool) -> Path | None:
         raise MemcoreError(f"--out {out}: a {path.suffix} file " + (
             "holds the --json report; add --json or name a .md file" if holds_json else
             "holds the Markdown report; drop --json or name a .json file"))
-    folder = next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())
-    if not folder.is_dir():
-        raise MemcoreError(f"--out {out}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise MemcoreError(f"--out {out}: the folder {folder} is not writable")
     return path
 
 
