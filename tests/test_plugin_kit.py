@@ -563,6 +563,7 @@ def test_the_block_loss_example_adds_its_weighted_term(tmp_path, isolated_regist
                                           rel=1e-5)
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_local_plugin_paths_are_relative_to_the_recipe(tmp_path, isolated_registry, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "noop_plugin.py").write_text("")

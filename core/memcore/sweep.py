@@ -26,6 +26,7 @@ from typing import Optional
 import attrs
 import tomli
 
+from . import trust
 from .config import config, option, positive, structure
 from .errors import MemcoreError, RecipeError
 from .recipe import dumps, key_path, read_toml, recipe_from_dict, set_key
@@ -155,8 +156,7 @@ def load_experiment(path: Path) -> Experiment:
     commands += [(f"variants[{i}].after[{j}]", c) for i, v in enumerate(exp.variants)
                  for j, c in enumerate(v.after)]
     for where, command in commands:
-        if "{run}" not in command:
-            problems.append(f"{where} = {command!r}: the command must name the run as {{run}}")
+        problems += trust.after_problems(where, command)
     if problems:
         raise RecipeError(problems, str(path))
     return exp
@@ -228,7 +228,8 @@ def plan(path: Path, portable: bool = False) -> tuple[Experiment, Path, list[Pla
                                        resolved["train"]["steps"], exp.after + v.after))
     if problems:
         raise RecipeError(problems, str(path))
-    problems = [p for run in runs if (p := assess(run))]
+    problems = [p for run in runs for c in run.after for p in trust.after_outside(c, run.dir)]
+    problems += [p for run in runs if (p := assess(run))]
     if problems:
         raise RecipeError(problems, str(path))
     return exp, root, runs
@@ -317,11 +318,13 @@ def child_env(threads: int, slot: int, nproc: int, gpus: int, plugins_dir: str |
 def commands_of(run: PlannedRun, nproc: int) -> list[list[str]]:
     """The memcore command lines this run still needs."""
     launch = ["--nproc", str(nproc)] if nproc > 1 else []
+    consent = trust.forwarded_flags()   # to the training only, never to the after commands
     train = []
     if run.action == "start":
-        train = [["run", str(run.dir / "recipe.sweep.toml"), *launch]]
+        train = [[*consent, "run", str(run.dir / "recipe.sweep.toml"), *launch]]
     elif run.action in ("resume", "extend"):
-        train = [["run", "--resume", str(run.dir), "--set", f"train.steps={run.steps}", *launch]]
+        train = [[*consent, "run", "--resume", str(run.dir), "--set", f"train.steps={run.steps}",
+                  *launch]]
     after = [shlex.split(c.replace("{run}", shlex.quote(str(run.dir)))) for c in run.after]
     return train + after
 
