@@ -13,7 +13,7 @@ import tomli_w
 import torch
 
 from memcore import trust
-from memcore.cli import main
+from memcore.cli import build_parser, main
 from memcore.kit.testing import train
 from memcore.sweep import commands_of, plan
 from memcore.testing import tiny_recipe
@@ -302,6 +302,7 @@ def test_a_damaged_settings_file_is_named_with_its_key(text, key, tmp_path, plan
 
 def test_a_sweep_hands_the_flag_to_its_training_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    build_parser()  # what after commands are checked against
     path = experiment(tmp_path, 'after = ["eval {run}"]\n[[variants]]\nname = "a"\n')
     _, _, runs = plan(path)
     for flag, expected in ((True, ["--trust-local-plugins"]), (False, [])):
@@ -394,7 +395,6 @@ def test_evaluation_commands_inside_the_run_are_accepted(command, tmp_path, monk
 
 
 def test_plugins_declare_their_evaluation_commands(isolated_registry):
-    from memcore.cli import build_parser
     _, commands = build_parser()
     assert {"eval", "sample", "viz", "mfh-eval"} <= commands.evaluation
     assert not {"run", "sweep", "compare", "new-plugin", "check", "validate"} & commands.evaluation

@@ -454,7 +454,15 @@ def build_parser():
             impl.function(commands=commands)
         except Exception as exc:  # a plugin's broken command must not break the others
             print(f"warning: plugin '{impl.plugin_name}' could not add commands: {exc}", file=sys.stderr)
+    _tell_trust(parser, commands)
     return parser, commands
+
+
+def _tell_trust(parser, commands) -> None:
+    """What an experiment's after commands are checked against (memcore.trust)."""
+    from . import trust
+    trust.know_command_line([o for a in parser._actions for o in a.option_strings],
+                            commands.evaluation)
 
 
 def torch_cat(tensors):

@@ -127,7 +127,9 @@ class EmaSection:
 @config
 class PluginsSection:
     local: list[str] = option(factory=list, help="Python files loaded as plugins for this "
-                              "recipe (paths relative to the recipe).")
+                              "recipe (paths relative to the recipe); imported only with your "
+                              "consent: --trust-local-plugins or trusted_plugin_dirs "
+                              "(docs/trust.md).")
 
 
 @config

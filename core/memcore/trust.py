@@ -28,6 +28,9 @@ DOCS = "docs/trust.md"
 
 # The consent given on this invocation's command line; set by memcore.cli.main.
 _consent: dict = {"flag": False, "plugins_dir": None}
+# memcore's own options and its evaluation commands, told by memcore.cli.build_parser (every
+# command builds the parser first): this module stands below the command line, not on it.
+_command_line: dict = {"options": None, "evaluation": None}
 
 
 # -- consent ----------------------------------------------------------------------------------
@@ -99,7 +102,9 @@ def refusals(paths, where: str) -> list[str]:
     folders = [Path(_consent["plugins_dir"]).resolve()] if _consent["plugins_dir"] else []
     refused, settings = [], None
     for i, path in enumerate(paths):
-        real = Path(str(path)).expanduser().resolve()
+        if not isinstance(path, str):  # not a path: the recipe's type check names it
+            continue
+        real = Path(path).expanduser().resolve()
         if any(real.is_relative_to(folder) for folder in folders):
             continue
         if settings is None:  # read only when needed: a damaged file stops only what needs it
@@ -107,10 +112,11 @@ def refusals(paths, where: str) -> list[str]:
             folders += settings
             if any(real.is_relative_to(folder) for folder in settings):
                 continue
-        refused.append(f"{where}[{i}] = {str(path)!r}: a Python file ({real}); memcore imports "
-                       f"the plugin files a recipe names only with your consent: add {FLAG} to "
-                       f"the command, or list its folder in {SETTINGS_KEY} in your settings file "
-                       f"{settings_path()} (see {DOCS})")
+        shown = repr(path) + (f" (the file {real})" if str(real) != path else "")
+        refused.append(f"{where}[{i}] = {shown}: memcore imports the plugin files a recipe names "
+                       f"only with your consent: add {FLAG} to the command, or list the file's "
+                       f"folder in {SETTINGS_KEY} in your settings file {settings_path()} "
+                       f"(see {DOCS})")
     return refused
 
 
@@ -118,12 +124,20 @@ def refusals(paths, where: str) -> list[str]:
 _BRACES = re.compile(r"\{[^{}]*\}|[{}]")
 
 
+def know_command_line(options, evaluation) -> None:
+    """memcore's global options (``--plugins-dir``, ...) and the commands that evaluate a run
+    (``commands.add(..., evaluates_run=True)``), from the parser the command line built."""
+    _command_line.update(options=sorted(set(options)), evaluation=sorted(evaluation))
+
+
 def after_problems(where: str, command: str) -> list[str]:
     """What is wrong with an experiment's ``after`` command, each naming ``where`` (``after[0]``):
     it must be an evaluation subcommand with no global option, ``{run}`` its only placeholder and
     every path argument inside the run's folder (checked once more per run by
-    :func:`after_outside`, with links resolved)."""
-    from .cli import build_parser
+    :func:`after_outside`, with links resolved). Needs :func:`know_command_line` first."""
+    if _command_line["options"] is None:
+        raise RuntimeError("after commands are checked against memcore's command line: build "
+                           "it first (memcore.cli.build_parser)")
     said = f"{where} = {command!r}"
     try:
         tokens = shlex.split(command)
@@ -131,9 +145,8 @@ def after_problems(where: str, command: str) -> list[str]:
         return [f"{said}: cannot be split into arguments ({exc})"]
     if not tokens:
         return [f"{said}: empty; expected an evaluation command, e.g. \"eval {{run}}\""]
-    parser, commands = build_parser()
     problems = []
-    allowed = sorted(commands.evaluation)
+    allowed = _command_line["evaluation"]
     if tokens[0] not in allowed:
         problems.append(f"{said}: '{tokens[0]}' is not an evaluation command; an after command "
                         f"runs one of {', '.join(allowed)} on the trained run")
@@ -142,14 +155,13 @@ def after_problems(where: str, command: str) -> list[str]:
     wrong = sorted({b for b in _BRACES.findall(command) if b != "{run}"})
     if wrong:
         problems.append(f"{said}: {', '.join(wrong)}: {{run}} is the only placeholder")
-    global_options = [o for o in parser._option_string_actions if o.startswith("-")] + [FLAG]
+    global_options = _command_line["options"]
     for token in tokens:
         name = token.partition("=")[0]
         if name in global_options or (name.startswith("--") and len(name) > 3 and any(
                 o.startswith(name) for o in global_options if o.startswith("--"))):
             problems.append(f"{said}: '{token}' is an option of memcore itself (one of "
-                            f"{', '.join(sorted(set(global_options)))}), not allowed in an "
-                            "after command")
+                            f"{', '.join(global_options)}), not allowed in an after command")
     for token in filter(_names_a_path, _values(tokens)):
         if not token.startswith("{run}"):
             problems.append(f"{said}: '{token}' is a path outside the run's folder; an after "
