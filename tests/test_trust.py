@@ -308,8 +308,8 @@ def test_a_sweep_hands_the_flag_to_its_training_only(tmp_path, monkeypatch):
     for flag, expected in ((True, ["--trust-local-plugins"]), (False, [])):
         with trust.granted(flag, None):
             train, after = commands_of(runs[0], 0)
-        assert train[:len(expected)] == expected and train[len(expected)] == "run"
-        assert after[0] == "eval"
+        assert train[0] == "run" and train[len(train) - len(expected):] == expected
+        assert after[0] == "eval" and "--trust-local-plugins" not in after
 
 
 # -- after commands ------------------------------------------------------------------------

@@ -321,10 +321,10 @@ def commands_of(run: PlannedRun, nproc: int) -> list[list[str]]:
     consent = trust.forwarded_flags()   # to the training only, never to the after commands
     train = []
     if run.action == "start":
-        train = [[*consent, "run", str(run.dir / "recipe.sweep.toml"), *launch]]
+        train = [["run", str(run.dir / "recipe.sweep.toml"), *launch, *consent]]
     elif run.action in ("resume", "extend"):
-        train = [[*consent, "run", "--resume", str(run.dir), "--set", f"train.steps={run.steps}",
-                  *launch]]
+        train = [["run", "--resume", str(run.dir), "--set", f"train.steps={run.steps}", *launch,
+                  *consent]]
     after = [shlex.split(c.replace("{run}", shlex.quote(str(run.dir)))) for c in run.after]
     return train + after
 
