@@ -161,17 +161,6 @@ def _sweep_base(folder, planted, trained):
     return ["sweep", "--dry-run", experiment(folder, '[[variants]]\nname = "a"\n', recipe)]
 
 
-def _sweep_run_folder(dry_run):
-    def make(folder, planted, trained):
-        path = experiment(folder, 'seeds = [0]\n[[variants]]\nname = "a"\n')
-        run = folder / "runs" / "exp" / "a" / "seed-0"
-        run.parent.mkdir(parents=True)
-        shutil.copytree(trained, run)
-        plant_in_run_recipe(run, planted)
-        return ["sweep", path, *(["--dry-run"] if dry_run else [])]
-    return make
-
-
 PATHS = {
     "run": _run,
     "run --dry-run": _dry_run,
@@ -192,8 +181,6 @@ PATHS = {
     "sweep (experiment overrides)": _sweep_overrides(False),
     "sweep --dry-run (experiment overrides)": _sweep_overrides(True),
     "sweep --dry-run (base recipe)": _sweep_base,
-    "sweep (run folder)": _sweep_run_folder(False),
-    "sweep --dry-run (run folder)": _sweep_run_folder(True),
 }
 
 
@@ -210,6 +197,26 @@ def test_a_planted_plugin_file_is_never_imported_without_consent(path, tmp_path,
     assert "plugins.local[0]" in err and str(planted) in err, err
     assert "--trust-local-plugins" in err and "trusted_plugin_dirs" in err and "docs/trust.md" in err
     assert err.count("error:") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("consent", [[], ["--trust-local-plugins"]])
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_a_sweep_never_imports_the_plugin_files_a_run_folder_brings(consent, dry_run, tmp_path,
+                                                                    planted, trained, monkeypatch,
+                                                                    capsys):
+    """Even with the flag: it consents to the experiment's files, not to a folder's."""
+    monkeypatch.chdir(tmp_path)
+    path = experiment(tmp_path, 'seeds = [0]\n[[variants]]\nname = "a"\n')
+    run = tmp_path / "runs" / "exp" / "a" / "seed-0"
+    run.parent.mkdir(parents=True)
+    shutil.copytree(trained, run)
+    plant_in_run_recipe(run, planted)
+    before = files_under(tmp_path)
+    assert main(["sweep", str(path), *dry_run, *consent]) == 2
+    err = capsys.readouterr().err
+    assert not imported(planted) and files_under(tmp_path) == before
+    assert f"{run.relative_to(tmp_path)} was trained with other plugin files (plugins.local = " \
+        f"['{planted}']" in err, err
 
 
 # -- consent -------------------------------------------------------------------------------

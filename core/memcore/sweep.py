@@ -229,7 +229,8 @@ def plan(path: Path, portable: bool = False) -> tuple[Experiment, Path, list[Pla
     if problems:
         raise RecipeError(problems, str(path))
     problems = [p for run in runs for c in run.after for p in trust.after_outside(c, run.dir)]
-    problems += [p for run in runs if (p := assess(run))]
+    # assess() resolves a folder's recipe: only once its plugin files are the experiment's
+    problems += [p for run in runs if (p := other_plugin_files(run) or assess(run))]
     if problems:
         raise RecipeError(problems, str(path))
     return exp, root, runs
@@ -249,6 +250,22 @@ def _differences(a, b, path="") -> list[str]:
             out += _differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
         return out
     return [] if a == b else [path]
+
+
+def other_plugin_files(run: PlannedRun) -> str | None:
+    """A run folder whose recipe names other plugin files than the experiment's, found before
+    that recipe is resolved: even with --trust-local-plugins, the sweep imports only the files
+    its experiment names, never those a folder brought (docs/trust.md)."""
+    saved = run.dir / "recipe.resolved.toml"
+    try:
+        plugins = tomli.loads(saved.read_text()).get("plugins", {})
+    except (OSError, ValueError):  # no recipe yet, or unreadable: assess() says so
+        return None
+    have = plugins.get("local", []) if isinstance(plugins, dict) else []
+    if have != run.resolved["plugins"]["local"]:
+        return (f"{run.dir} was trained with other plugin files (plugins.local = {have!r} in "
+                f"{saved}): remove the folder, or give the experiment another name")
+    return None
 
 
 def assess(run: PlannedRun) -> str | None:
