@@ -158,6 +158,7 @@ def after_problems(where: str, command: str) -> list[str]:
     global_options = _command_line["options"]
     for token in tokens:
         name = token.partition("=")[0]
+        # argparse also takes an unambiguous prefix (--plugins for --plugins-dir)
         if name in global_options or (name.startswith("--") and len(name) > 3 and any(
                 o.startswith(name) for o in global_options if o.startswith("--"))):
             problems.append(f"{said}: '{token}' is an option of memcore itself (one of "
@@ -166,7 +167,7 @@ def after_problems(where: str, command: str) -> list[str]:
         if not token.startswith("{run}"):
             problems.append(f"{said}: '{token}' is a path outside the run's folder; an after "
                             "command may only name paths inside it, as {run}/...")
-        elif not _inside(os.path.normpath(token.replace("{run}", "/run", 1)), "/run"):
+        elif not Path(os.path.normpath(token.replace("{run}", "/run", 1))).is_relative_to("/run"):
             problems.append(f"{said}: '{token}' leads outside the run's folder {{run}}")
     return problems
 
@@ -178,7 +179,7 @@ def after_outside(command: str, run_dir: Path) -> list[str]:
     problems = []
     for token in filter(_names_a_path, _values(shlex.split(command))):
         real = Path(token.replace("{run}", str(run_dir))).expanduser().resolve()
-        if not _inside(str(real), str(root)):
+        if not real.is_relative_to(root):
             problems.append(f"after command {command!r}: '{token}' leads outside the run's folder "
                             f"{run_dir} (to {real}, through a link)")
     return problems
@@ -192,7 +193,3 @@ def _values(tokens: list[str]) -> list[str]:
 def _names_a_path(token: str) -> bool:
     return ("{run}" in token or os.path.isabs(token) or "/" in token or os.sep in token
             or ".." in token or token.startswith("~"))
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
