@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, trust
 from .errors import MemcoreError
 from .registry import deferred
 
@@ -460,7 +460,6 @@ def build_parser():
 
 def _tell_trust(parser, commands) -> None:
     """What an experiment's after commands are checked against (memcore.trust)."""
-    from . import trust
     trust.know_command_line([o for a in parser._actions for o in a.option_strings],
                             commands.evaluation)
 
@@ -524,7 +523,6 @@ def _interrupt_on_sigterm():
 
 
 def main(argv=None) -> int:
-    from . import trust
     argv, trusted = trust.take_flag(sys.argv[1:] if argv is None else argv)
     plugins_dir, given_as = _plugins_dir_arg(argv)
     with trust.granted(trusted, plugins_dir):
