@@ -1,5 +1,6 @@
 """Augmentations that declare ``applies_to = "real"`` are applied once to each real batch when it
 is drawn and never to fakes; the default (``"all"``) still augments every image D sees."""
+import pytest
 import torch
 
 from helpers import run_cli, tiny_recipe, write_recipe
@@ -77,6 +78,7 @@ def _run(tmp_path, monkeypatch, augment):
     return code, state["models"]
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_real_only_augmentation_is_applied_once_per_real_batch_and_never_to_fakes(tmp_path,
                                                                                    monkeypatch):
     code, models = _run(tmp_path, monkeypatch, "mark-real")
@@ -89,6 +91,7 @@ def test_real_only_augmentation_is_applied_once_per_real_batch_and_never_to_fake
     assert int(models["D"]["unmarked"]) == STEPS * 2 * BATCH
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_default_augmentation_still_applies_to_everything_d_sees(tmp_path, monkeypatch):
     code, models = _run(tmp_path, monkeypatch, "mark-all")
     assert code == 0
@@ -99,6 +102,7 @@ def test_default_augmentation_still_applies_to_everything_d_sees(tmp_path, monke
     assert int(models["D"]["unmarked"]) == 0
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_unknown_applies_to_is_refused(tmp_path, monkeypatch, capsys):
     code, _ = _run(tmp_path, monkeypatch, "mark-wrong")
     err = capsys.readouterr().err

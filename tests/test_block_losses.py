@@ -49,6 +49,7 @@ def run_with_pull(tmp_path, roles=("generator",), **train_options):
     return train(recipe, tmp_path, steps=2)
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_a_generator_block_term_joins_the_g_loss_scaled_by_its_weight(tmp_path, isolated_registry):
     run = run_with_pull(tmp_path, block_loss_weights={"pull": 0.5})
     row = next(r for r in log_lines(run) if "loss/G" in r)
@@ -58,6 +59,7 @@ def test_a_generator_block_term_joins_the_g_loss_scaled_by_its_weight(tmp_path, 
     assert "loss/D/pull" not in row  # G's block while D trains: dropped
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_a_discriminator_block_term_joins_the_d_loss_under_micro_batches(tmp_path,
                                                                          isolated_registry):
     run = run_with_pull(tmp_path, roles=("discriminator",), micro_batches=2)

@@ -131,7 +131,7 @@ def test_each_broken_plugin_is_reported_by_name(registry, capsys):
     assert state == "failed" and error == "failed to load: ImportError: no module named 'scipy'"
 
     state, error = status(registry, "twin-b")
-    assert state == "failed" and "'twin-a' and 'twin-b'" in error
+    assert state == "failed" and "'twin-a' (mc_test_twin_a) and 'twin-b' (mc_test_twin_b)" in error
     assert registry.conflicts[("loss", "twin")] == ["twin-a", "twin-b"]
     assert ("loss", "twin-b-only") not in registry.entries  # a failed plugin adds nothing
 
@@ -173,7 +173,8 @@ def test_list_shows_a_failed_plugins_components_as_unavailable(registry, capsys)
     assert "UNAVAILABLE: plugin 'halfway' failed while registering components: RuntimeError: " \
            "config file missing" in rows["halfway-loss"]
     assert "UNAVAILABLE: plugin 'twin-b' failed" in rows["twin-b-only"]
-    assert "UNAVAILABLE: registered by several plugins (twin-a, twin-b)" in rows["twin"]
+    assert "UNAVAILABLE: registered by several plugins ('twin-a' (mc_test_twin_a), " \
+           "'twin-b' (mc_test_twin_b))" in rows["twin"]
     assert "failed to load: ImportError" in rows["broken-import"]  # nothing registered yet
 
 
@@ -188,7 +189,8 @@ def test_everything_else_still_trains(registry, tmp_path):
                      "registering components: RuntimeError: config file missing"),
     ("broken-import", "loss 'broken-import' comes from plugin 'broken-import', which failed to "
                       "load: ImportError"),
-    ("twin", "loss 'twin' is registered by several plugins (twin-a, twin-b)"),
+    ("twin", "loss 'twin' is registered by several plugins ('twin-a' (mc_test_twin_a), "
+             "'twin-b' (mc_test_twin_b)); neither wins"),
 ])
 def test_a_recipe_naming_a_component_of_a_failed_plugin_gets_its_error(registry, tmp_path, capsys,
                                                                         loss, message):
@@ -302,7 +304,8 @@ FILE_ERRORS = {
     "raises": "failed to load: RuntimeError: no GPU here",
     "syntax": "failed to load: SyntaxError",
     "registration": "failed while registering components: RuntimeError: config file missing",
-    "duplicate": "loss 'good-loss' is registered by two plugins: 'good' and 'local:duplicate'",
+    "duplicate": "loss 'good-loss' is registered by two plugins: 'good' (mc_test_good) and "
+                 "'local:duplicate' (",
     "misspelled": "implements an unknown hook",
     "exits": "failed to load: called sys.exit(7)",
 }
@@ -319,13 +322,20 @@ def plugins_dir(tmp_path):
         sys.modules.pop(f"memcore_local_{stem}", None)
 
 
+@pytest.mark.parametrize("given_as", ["--plugins-dir", "$MEMCORE_PLUGINS_DIR ="])
 def test_broken_plugin_files_are_isolated_like_entry_points(registry, plugins_dir, tmp_path,
-                                                            capsys):
-    assert main(["--plugins-dir", str(plugins_dir), "plugins"]) == 0
-    out = capsys.readouterr().out
+                                                            capsys, monkeypatch, given_as):
+    if given_as == "--plugins-dir":
+        assert main(["--plugins-dir", str(plugins_dir), "plugins"]) == 0
+    else:
+        monkeypatch.setenv("MEMCORE_PLUGINS_DIR", str(plugins_dir))
+        assert main(["plugins"]) == 0
+    out, err = capsys.readouterr()
     for stem, error in FILE_ERRORS.items():
         line = next(row for row in out.splitlines() if row.startswith(f"local:{stem} "))
         assert "FAILED: " in line and error in line, line
+        warning = next(row for row in err.splitlines() if f"{plugins_dir / stem}.py" in row)
+        assert warning.startswith(f"warning: {given_as} {plugins_dir}: ") and error in warning
     assert registry.plugins["local:good_file"].status == "ok"
     assert main(["--plugins-dir", str(plugins_dir), "plugins", "--check"]) == 1
     capsys.readouterr()

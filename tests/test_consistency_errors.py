@@ -83,7 +83,8 @@ def test_two_processes_stop_with_one_clean_error(tmp_path):
     recipe["generator"]["blocks"] = [{"kind": "noisy", "at": 14}]
     file = write_recipe(tmp_path / "noisy.toml", recipe)
     proc = subprocess.run([sys.executable, "-m", "memcore", "run", str(file), "--nproc", "2",
-                           "--set", "data.limit=64"], cwd=tmp_path, capture_output=True,
+                           "--set", "data.limit=64", "--trust-local-plugins"], cwd=tmp_path,
+                          capture_output=True,
                           text=True, timeout=300, env={**__import__("os").environ,
                                                        "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2, proc.stderr[-3000:]

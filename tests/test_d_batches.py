@@ -36,6 +36,7 @@ STEPS, BATCH = 2, 8
 
 @pytest.mark.parametrize("mode,calls_per_step,largest", [("joint", 2, 2 * BATCH),
                                                          ("separate", 3, BATCH)])
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_d_phase_batches(tmp_path, monkeypatch, mode, calls_per_step, largest):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "countplugin.py").write_text(PLUGIN)

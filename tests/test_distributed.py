@@ -36,6 +36,7 @@ def register_dump(registry):
 '''
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 @pytest.mark.distributed
 @pytest.mark.parametrize("d_batches", ["joint", "separate"])  # separate: 2 D forwards, 1 backward
 def test_two_processes_agree_and_resume_on_one(tmp_path, monkeypatch, isolated_registry,

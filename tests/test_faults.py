@@ -218,7 +218,8 @@ def memcore_register_components(registry):
     recipe = tiny_recipe(run={"dir": str(tmp_path / "r")}, plugins={"local": [str(tmp_path / "slow.py")]})
     recipe["data"] = {"kind": "slow", "marker": str(tmp_path / "building")}
     file = write_recipe(tmp_path / "r.toml", recipe)
-    proc = subprocess.Popen([sys.executable, "-m", "memcore", "run", str(file)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "memcore", "run", str(file),
+                             "--trust-local-plugins"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "building").exists() and proc.poll() is None:

@@ -2,6 +2,7 @@
 best checkpoint, metrics.jsonl, the report, and `memcore eval` — with a local test metric."""
 import json
 
+import pytest
 import torch
 
 from helpers import run_cli, tiny_recipe, write_recipe
@@ -49,6 +50,7 @@ def _recipe(tmp_path, **metric):
     return write_recipe(tmp_path / "m.toml", recipe)
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_preflight_fails_before_anything_is_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run_cli("run", _recipe(tmp_path, fail_preflight=True)) == 2
@@ -56,6 +58,7 @@ def test_preflight_fails_before_anything_is_written(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_metrics_logged_best_kept_and_eval(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run_cli("run", _recipe(tmp_path)) == 0
@@ -125,6 +128,7 @@ def memcore_eval_variants(args, run):
 '''
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_eval_variants_and_repeats_from_a_plugin(tmp_path, monkeypatch, isolated_registry):
     """memcore_eval_options / memcore_eval_variants: a plugin evaluates a run several ways."""
     monkeypatch.chdir(tmp_path)

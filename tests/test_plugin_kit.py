@@ -533,6 +533,7 @@ def tutorial_blocks(language):
     return re.findall(rf"```{language}\n(# file: .*?)```", text, flags=re.S)
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")  # the tutorial's plugin files
 def test_the_tutorial_plugin_trains_in_generator_and_discriminator(tmp_path, isolated_registry,
                                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/ is written to the working directory
@@ -550,6 +551,7 @@ def test_the_tutorial_plugin_trains_in_generator_and_discriminator(tmp_path, iso
         assert counts and all(c == 2 for c in counts), (role, counts)
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")  # the tutorial's plugin files
 def test_the_block_loss_example_adds_its_weighted_term(tmp_path, isolated_registry, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in tutorial_blocks("python") + tutorial_blocks("toml"):
@@ -563,6 +565,7 @@ def test_the_block_loss_example_adds_its_weighted_term(tmp_path, isolated_regist
                                           rel=1e-5)
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_local_plugin_paths_are_relative_to_the_recipe(tmp_path, isolated_registry, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "noop_plugin.py").write_text("")

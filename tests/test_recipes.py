@@ -104,6 +104,7 @@ def test_extends_missing_and_invalid_toml(tmp_path, capsys, monkeypatch):
     _check(capsys, tmp_path, run_cli("run", tmp_path / "a.toml"), ["circular"])
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_block_at_missing_resolution(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = with_block_plugin(tmp_path, tiny_recipe(), at=16)  # 28 px offers 7, 14, 28

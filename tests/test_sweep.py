@@ -233,7 +233,7 @@ overrides = { "generator.width" = 12 }
     # Without the sweep's division every child would take the parent's 2 threads: 4 on 2 cores.
     env = dict(os.environ, SWEEP_TEST_THREADS=str(threads_log), OMP_NUM_THREADS="2")
     argv = [sys.executable, "-m", "memcore", "sweep", str(path), "--jobs", "2", "--cores", "2",
-            "--status-every", "1"]
+            "--status-every", "1", "--trust-local-plugins"]
     root = tmp_path / "runs" / "exp"
     with open(tmp_path / "first.out", "w") as out:
         sweep = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out,

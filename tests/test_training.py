@@ -49,6 +49,7 @@ def _assert_same_state(a, b):
     assert a["data"] == b["data"] and a["step"] == b["step"]
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_few_step_run_writes_everything(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = with_block_plugin(tmp_path, tiny_recipe())
@@ -72,6 +73,7 @@ def test_few_step_run_writes_everything(tmp_path, monkeypatch):
     assert len(list((run / "checkpoints").glob("step-*.pt"))) == 2
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_resume_is_bitwise_identical(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = with_block_plugin(tmp_path, tiny_recipe())
@@ -92,6 +94,7 @@ def test_resume_is_bitwise_identical(tmp_path, monkeypatch):
     assert steps == sorted(set(steps))
 
 
+@pytest.mark.usefixtures("trusted_tmp_path")
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nanplugin.py").write_text(NAN_PLUGIN)

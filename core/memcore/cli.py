@@ -8,24 +8,29 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, trust
 from .errors import MemcoreError
 from .registry import deferred
 
 
 class Commands:
     """Handed to ``memcore_add_commands``: ``add(name, help, configure, handler)``; ``handler`` may
-    be a ``"module:attr"`` string, imported only when the command runs."""
+    be a ``"module:attr"`` string, imported only when the command runs. ``evaluates_run=True``
+    declares a command that reads a finished run (its first argument) and writes only into it,
+    as ``eval`` does: an experiment's ``after`` commands may run it (docs/trust.md)."""
 
     def __init__(self, subparsers):
         self.subparsers = subparsers
         self.handlers = {}
         self._viz = None
         self.plugin = "memcore"     # the plugin adding commands now (named in import errors)
+        self.evaluation = set()     # the commands an experiment's `after` may run
 
-    def add(self, name, help, configure, handler):
+    def add(self, name, help, configure, handler, *, evaluates_run=False):
         if name in self.handlers:
             raise MemcoreError(f"command '{name}' is defined twice")
+        if evaluates_run:
+            self.evaluation.add(name)
         parser = self.subparsers.add_parser(name, help=help, description=help)
         configure(parser)
         self.handlers[name] = deferred(handler, f"command '{name}' handler", self.plugin)
@@ -37,6 +42,7 @@ class Commands:
             viz = self.subparsers.add_parser("viz", help="Visualisations from plugins.")
             self._viz = viz.add_subparsers(dest="viz_command", required=True)
             self.handlers["viz"] = lambda args: self.handlers[("viz", args.viz_command)](args)
+            self.evaluation.add("viz")
         if ("viz", name) in self.handlers:
             raise MemcoreError(f"visualisation '{name}' is defined twice")
         parser = self._viz.add_parser(name, help=help, description=help)
@@ -369,6 +375,11 @@ def build_parser():
     parser.add_argument("--plugins-dir", metavar="DIR", default=os.environ.get("MEMCORE_PLUGINS_DIR"),
                         help="Load every *.py file in DIR as a plugin (research code not worth a "
                         "package yet); also $MEMCORE_PLUGINS_DIR.")
+    parser.add_argument("--trust-local-plugins", action="store_true",
+                        help="Import the plugin files a recipe lists in [plugins] local (a "
+                        "recipe, run or checkpoint is data: without this flag, or their folder "
+                        "in trusted_plugin_dirs of your settings, memcore refuses them; "
+                        "docs/trust.md). Accepted anywhere on the command line.")
     sub = parser.add_subparsers(dest="command")
     commands = Commands(sub)
 
@@ -411,7 +422,8 @@ def build_parser():
         p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
         p.add_argument("--exemplar", action="append", metavar="IMAGE",
                        help="Condition on this image (generators that support exemplars).")
-    commands.add("sample", "Write a grid of samples from a run.", sample_args, cmd_sample)
+    commands.add("sample", "Write a grid of samples from a run.", sample_args, cmd_sample,
+                 evaluates_run=True)
 
     from .registry import get_registry
     reg = get_registry()
@@ -434,7 +446,7 @@ def build_parser():
                 print(f"warning: plugin '{impl.plugin_name}' could not add eval options: {exc}",
                       file=sys.stderr)
     commands.add("eval", "Compute metrics on a finished run; writes JSON into the run.",
-                 eval_args, cmd_eval)
+                 eval_args, cmd_eval, evaluates_run=True)
     commands.add("sweep", "Train every variant x seed of an experiment file (resumable).",
                  sweep_args, cmd_sweep)
     commands.add("compare", "Compare runs: metrics over seeds with intervals and tests, figures.",
@@ -446,7 +458,14 @@ def build_parser():
             impl.function(commands=commands)
         except Exception as exc:  # a plugin's broken command must not break the others
             print(f"warning: plugin '{impl.plugin_name}' could not add commands: {exc}", file=sys.stderr)
+    _tell_trust(parser, commands)
     return parser, commands
+
+
+def _tell_trust(parser, commands) -> None:
+    """What an experiment's after commands are checked against (memcore.trust)."""
+    trust.know_command_line([o for a in parser._actions for o in a.option_strings],
+                            commands.evaluation)
 
 
 def torch_cat(tensors):
@@ -462,30 +481,35 @@ def version_text() -> str:
     return "\n".join(lines)
 
 
-def load_plugins_dir(folder: str | None) -> None:
+def load_plugins_dir(folder: str | None, given_as: str = "--plugins-dir") -> None:
     """``--plugins-dir``: every ``*.py`` file of the folder, registered as ``local:<stem>`` and
-    isolated like an installed plugin: a broken file is reported by ``memcore plugins`` and
-    ``list`` (strict mode refuses it), and the rest keeps working."""
+    isolated like an installed plugin: a broken file is named on stderr and by ``memcore
+    plugins`` and ``list`` (strict mode refuses it), and the rest keeps working. ``given_as``:
+    how the user gave the folder, for messages."""
     from .registry import get_registry
     if not folder:
         return
     if not Path(folder).is_dir():
-        raise MemcoreError(f"--plugins-dir {folder}: no such folder")
+        raise MemcoreError(f"{given_as} {folder}: no such folder")
     registry = get_registry()
     for path in sorted(Path(folder).glob("*.py")):
         if f"local:{path.stem}" not in registry.plugins:
-            registry.load_file(path, f"local:{path.stem}")
+            info = registry.load_file(path, f"local:{path.stem}")
+            if info.status == "failed":
+                print(f"warning: {given_as} {folder}: {path} (plugin '{info.name}') "
+                      f"{info.error}; skipped", file=sys.stderr)
 
 
-def _plugins_dir_arg(argv) -> str | None:
-    """The --plugins-dir value, read before the parser is built (plugins add commands to it)."""
+def _plugins_dir_arg(argv) -> tuple[str | None, str]:
+    """The --plugins-dir value, read before the parser is built (plugins add commands to it),
+    and how it was given (the option, or the environment variable)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, arg in enumerate(argv):
         if arg == "--plugins-dir" and i + 1 < len(argv):
-            return argv[i + 1]
+            return argv[i + 1], "--plugins-dir"
         if arg.startswith("--plugins-dir="):
-            return arg.partition("=")[2]
-    return os.environ.get("MEMCORE_PLUGINS_DIR")
+            return arg.partition("=")[2], "--plugins-dir"
+    return os.environ.get("MEMCORE_PLUGINS_DIR"), "$MEMCORE_PLUGINS_DIR ="
 
 
 def _interrupt_on_sigterm():
@@ -503,10 +527,17 @@ def _interrupt_on_sigterm():
 
 
 def main(argv=None) -> int:
+    argv, trusted = trust.take_flag(sys.argv[1:] if argv is None else argv)
+    plugins_dir, given_as = _plugins_dir_arg(argv)
+    with trust.granted(trusted, plugins_dir):
+        return _main(argv, plugins_dir, given_as)
+
+
+def _main(argv, plugins_dir, given_as) -> int:
     import signal
     previous_sigterm = _interrupt_on_sigterm()
     try:
-        load_plugins_dir(_plugins_dir_arg(argv))
+        load_plugins_dir(plugins_dir, given_as)
         parser, commands = build_parser()
         args = parser.parse_args(argv)
         if args.version:

@@ -43,6 +43,10 @@ def memcore_add_commands(commands):
     ``argparse`` parser, ``handler(args) -> int`` runs the command and returns its exit status.
     Called at every start-up: keep ``configure`` in a light module and pass ``handler`` as a
     ``"module:attr"`` string when its module imports torch, so it is imported only when it runs.
+    ``commands.add(..., evaluates_run=True)`` declares an evaluation command (its first argument
+    is a run, it writes only inside that run): an experiment's ``after`` commands may run it
+    (``eval``, ``sample`` and every ``viz`` are such commands; docs/trust.md).
+    ``commands.add_viz(name, help, configure, handler)`` adds ``memcore viz NAME``.
     """
 
 

@@ -15,6 +15,7 @@ from typing import Literal, Optional
 import tomli
 import tomli_w
 
+from . import trust
 from .config import (config, deep_merge, drop_none, each, non_negative, option, positive, slot,
                      structure, unstructure, in_range)
 from . import safewrite
@@ -128,7 +129,9 @@ class EmaSection:
 @config
 class PluginsSection:
     local: list[str] = option(factory=list, help="Python files loaded as plugins for this "
-                              "recipe (paths relative to the recipe).")
+                              "recipe (paths relative to the recipe); imported only with your "
+                              "consent: --trust-local-plugins or trusted_plugin_dirs "
+                              "(docs/trust.md).")
 
 
 @config
@@ -257,8 +260,12 @@ def set_key(raw: dict, path: list, value) -> str | None:
 def load_plugin_files(paths, where: str) -> list[str]:
     """Import Python files and register them as plugins ``local:<stem>``; returns problems.
 
-    ``where`` names the source of each path in messages (``plugins.local``, ``--plugins-dir``).
+    ``where`` names the source of each path in messages (``plugins.local``). Nothing is imported
+    unless the user consented to every file (:func:`memcore.trust.refusals`, docs/trust.md).
     """
+    refused = trust.refusals(paths, where)
+    if refused:
+        return refused
     registry = get_registry()
     problems = []
     for i, path in enumerate(paths):

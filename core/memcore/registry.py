@@ -141,11 +141,17 @@ class Registry:
         if key in self.entries:
             other = self.entries[key].plugin
             self.conflicts.setdefault(key, [other]).append(plugin)
-            raise PluginError(f"{kind} '{name}' is registered by two plugins: '{other}' and "
-                              f"'{plugin}'; uninstall or disable one (MEMCORE_DISABLE_PLUGINS)")
+            raise PluginError(f"{kind} '{name}' is registered by two plugins: "
+                              f"{self.source(other)} and {self.source(plugin)}; neither wins: "
+                              "rename one, or uninstall or disable one (MEMCORE_DISABLE_PLUGINS)")
         self.entries[key] = Entry(kind, name, factory, config, help, plugin)
         if plugin in self.plugins:
             self.plugins[plugin].components.append(f"{kind}:{name}")
+
+    def source(self, plugin: str) -> str:
+        """``'name' (where its code is)``: the module of an installed plugin, a local file."""
+        info = self.plugins.get(plugin)
+        return f"'{plugin}' ({info.module})" if info else f"'{plugin}'"
 
     # -- loading ------------------------------------------------------------------------------
     def load_entry_points(self, group: str = "memcore") -> None:
@@ -251,7 +257,8 @@ class Registry:
     def get(self, kind: str, name: str) -> Entry:
         if (kind, name) in self.conflicts:
             raise UnknownComponent(f"{kind} '{name}' is registered by several plugins "
-                                   f"({', '.join(self.conflicts[(kind, name)])}); disable all but one")
+                                   f"({', '.join(map(self.source, self.conflicts[(kind, name)]))}); "
+                                   "neither wins: rename it in one, or disable all but one")
         entry = self.entries.get((kind, name))
         if entry is not None:
             return entry
@@ -280,7 +287,8 @@ class Registry:
                     out[name] = f"plugin '{plugin.name}' {plugin.error}"
         for (k, name), plugins in self.conflicts.items():
             if k == kind:
-                out[name] = f"registered by several plugins ({', '.join(plugins)}); disable all but one"
+                out[name] = (f"registered by several plugins ({', '.join(map(self.source, plugins))}); "
+                             "disable all but one")
         return out
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 import attrs
 import tomli
 
-from . import safewrite
+from . import safewrite, trust
 from .config import config, option, positive, structure
 from .errors import MemcoreError, RecipeError
 from .recipe import dumps, key_path, read_toml, recipe_from_dict, set_key
@@ -225,8 +225,7 @@ def load_experiment(path: Path) -> Experiment:
     commands += [(f"variants[{i}].after[{j}]", c) for i, v in enumerate(exp.variants)
                  for j, c in enumerate(v.after)]
     for where, command in commands:
-        if "{run}" not in command:
-            problems.append(f"{where} = {command!r}: the command must name the run as {{run}}")
+        problems += trust.after_problems(where, command)
     problems += _stem_problems(exp, path)
     if problems:
         raise RecipeError(problems, str(path))
@@ -320,7 +319,9 @@ def plan(path: Path, portable: bool = False) -> tuple[Experiment, Path, list[Pla
                                        resolved["train"]["steps"], exp.after + v.after))
     if problems:
         raise RecipeError(problems, str(path))
-    problems = [p for run in runs if (p := assess(run))]
+    problems = [p for run in runs for c in run.after for p in trust.after_outside(c, run.dir)]
+    # assess() resolves a folder's recipe: only once its plugin files are the experiment's
+    problems += [p for run in runs if (p := other_plugin_files(run) or assess(run))]
     if problems:
         raise RecipeError(problems, str(path))
     return exp, root, runs
@@ -340,6 +341,22 @@ def _differences(a, b, path="") -> list[str]:
             out += _differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
         return out
     return [] if a == b else [path]
+
+
+def other_plugin_files(run: PlannedRun) -> str | None:
+    """A run folder whose recipe names other plugin files than the experiment's, found before
+    that recipe is resolved: even with --trust-local-plugins, the sweep imports only the files
+    its experiment names, never those a folder brought (docs/trust.md)."""
+    saved = run.dir / "recipe.resolved.toml"
+    try:
+        plugins = tomli.loads(saved.read_text()).get("plugins", {})
+    except (OSError, ValueError):  # no recipe yet, or unreadable: assess() says so
+        return None
+    have = plugins.get("local", []) if isinstance(plugins, dict) else []
+    if have != run.resolved["plugins"]["local"]:
+        return (f"{run.dir} was trained with other plugin files (plugins.local = {have!r} in "
+                f"{saved}): remove the folder, or give the experiment another name")
+    return None
 
 
 def assess(run: PlannedRun) -> str | None:
@@ -409,11 +426,13 @@ def child_env(threads: int, slot: int, nproc: int, gpus: int, plugins_dir: str |
 def commands_of(run: PlannedRun, nproc: int) -> list[list[str]]:
     """The memcore command lines this run still needs."""
     launch = ["--nproc", str(nproc)] if nproc > 1 else []
+    consent = trust.forwarded_flags()   # to the training only, never to the after commands
     train = []
     if run.action == "start":
-        train = [["run", str(run.dir / "recipe.sweep.toml"), *launch]]
+        train = [["run", str(run.dir / "recipe.sweep.toml"), *launch, *consent]]
     elif run.action in ("resume", "extend"):
-        train = [["run", "--resume", str(run.dir), "--set", f"train.steps={run.steps}", *launch]]
+        train = [["run", "--resume", str(run.dir), "--set", f"train.steps={run.steps}", *launch,
+                  *consent]]
     after = [shlex.split(c.replace("{run}", shlex.quote(str(run.dir)))) for c in run.after]
     return train + after
 

@@ -39,4 +39,4 @@ def memcore_add_commands(commands):
                      tools.cmd_viz)
     commands.add("mfh-eval", "MFH one-shot evaluation on the held-out novel classes: per-class "
                   "FID/KID, diversity, ProtoNet N-way 1-shot with and without generated images.",
-                  tools.configure_eval, tools.cmd_eval)
+                  tools.configure_eval, tools.cmd_eval, evaluates_run=True)
