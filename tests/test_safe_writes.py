@@ -14,13 +14,18 @@ import shutil
 
 import pytest
 
-from helpers import run_cli, tiny_recipe, write_recipe
+from helpers import run_cli as _run_cli, tiny_recipe, write_recipe
 from memcore import MemcoreError, checkpoint, safewrite
 from memcore.sweep import DONE, EXPERIMENT_INFO, LOG, Job, PlannedRun, check_links, \
     write_experiment_info, load_experiment
 from test_metrics_core import METRIC_PLUGIN
 
 OUTSIDE = "outside: not memcore's\n"
+
+
+def run_cli(*args):
+    """The reference run's recipe names a local metric plugin: consent, as a user would."""
+    return _run_cli(*args, "--trust-local-plugins")
 
 
 def _recipe(folder, **train):
