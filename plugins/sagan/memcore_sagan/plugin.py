@@ -28,15 +28,16 @@ VIZ_HELP = "Overlay where each self-attention layer looks for chosen query point
 
 def viz_args(p) -> None:
     """``memcore viz attention``'s arguments (here, so start-up does not import ``viz``)."""
+    from memcore.cliargs import IMAGE_EXTENSIONS, count, out_file, seed64
     p.add_argument("run", help="Run directory or checkpoint file.")
-    p.add_argument("--step", type=int, help="Checkpoint step (default: the latest).")
-    p.add_argument("--n", type=int, default=2, help="Generated images (rows).")
+    p.add_argument("--step", type=count(0), help="Checkpoint step (default: the latest).")
+    p.add_argument("--n", type=count(1, 64), default=2, help="Generated images (rows).")
     p.add_argument("--points", nargs="+", default=["0.3,0.3", "0.5,0.7"], metavar="Y,X",
                    help="Query points as fractions of the image side (row,column), e.g. 0.25,0.5.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed64, default=0)
     p.add_argument("--nets", choices=["G", "D", "both"], default="both")
     p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
-    p.add_argument("--out", default="attention.png")
+    p.add_argument("--out", type=out_file(*IMAGE_EXTENSIONS), default="attention.png")
 
 
 @memcore.hookimpl
