@@ -71,8 +71,9 @@ def finite_float(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = Fa
     return parse
 
 
-def _writable_place(path: Path) -> str | None:
-    """Why files cannot be created at ``path`` (its nearest existing folder), or None."""
+def unwritable_place(path: Path) -> str | None:
+    """Why the file ``path`` cannot be created (its nearest existing folder is a file or
+    read-only), or None."""
     folder = path.parent if path.name else path
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -94,7 +95,7 @@ def out_file(*extensions: str):
         elif path.suffix.lower() not in extensions:
             problem = f"a file ending in {', '.join(extensions)}"
         else:
-            problem = _writable_place(path)
+            problem = unwritable_place(path)
             if problem is None:
                 return path
             problem = f"a file in a writable place: {problem}"
@@ -109,7 +110,7 @@ def out_folder(text: str) -> Path:
     problem = "a folder name" if "\0" in text or not text else \
         "a folder, not a file" if path.exists() and not path.is_dir() else None
     if problem is None:
-        where = _writable_place(path / "x")
+        where = unwritable_place(path / "x")
         if where is None:
             return path
         problem = f"a folder in a writable place: {where}"
