@@ -49,12 +49,12 @@ class Commands:
 
 # -- run / validate ---------------------------------------------------------------------------
 def cmd_validate(args) -> int:
-    from .preflight import preflight
+    from .preflight import checked_recipe
     from .recipe import dumps, load_recipe
     if not args.recipe:
         raise MemcoreError("give a recipe file")
-    recipe, resolved = load_recipe(args.recipe, args.set)
-    preflight(recipe, args.recipe, portable=args.portable)
+    _, resolved, _ = checked_recipe(lambda: load_recipe(args.recipe, args.set), args.recipe,
+                                    portable=args.portable)
     print(dumps(resolved), end="")
     print(f"# {args.recipe}: valid", file=sys.stderr)
     return 0

@@ -70,6 +70,25 @@ def preflight(recipe: Recipe, source: str = "recipe", init_from: bool = True,
     return dataset
 
 
+def checked_recipe(load: Callable[[], tuple[Recipe, dict]], source: str, **options):
+    """``load()`` (e.g. :func:`memcore.recipe.load_recipe`), then :func:`preflight` with
+    ``options``: (recipe, resolved, dataset). Where the options are wrong, the rest is still
+    checked with those at their defaults, so every problem is reported in one round."""
+    try:
+        recipe, resolved = load()
+    except RecipeError as exc:
+        repaired = getattr(exc, "repaired", None)
+        if repaired is None:
+            raise
+        try:
+            preflight(repaired, source, **options)
+        except RecipeError as more:
+            raise RecipeError(exc.problems + [p for p in more.problems if p not in exc.problems],
+                              exc.source) from None
+        raise
+    return recipe, resolved, preflight(recipe, source, **options)
+
+
 def _attempt(problems: list[str], where: str, build: Callable, unexpected: bool = True):
     """``build()``, or ``None`` with its failure added to ``problems`` under the key ``where``.
 

@@ -306,9 +306,16 @@ def load_recipe(path, overrides=()) -> tuple[Recipe, dict]:
 
 
 def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
+    """Structure and check ``raw``. A :class:`RecipeError` lists the options' problems and
+    those across options at once; its ``repaired`` is the recipe with the bad options at their
+    defaults (None where there is none), for :func:`memcore.preflight.checked_recipe`."""
     load_local_plugins(raw, source)
-    recipe = structure(raw, Recipe, source)
-    problems = []
+    try:
+        recipe, problems = structure(raw, Recipe, source), []
+    except RecipeError as exc:
+        if exc.repaired is None:
+            raise
+        recipe, problems = exc.repaired, exc.problems
     if not recipe.losses:
         problems.append("losses: at least one loss is needed, e.g. [[losses]] kind = \"hinge\"")
     for phase in ("G", "D"):
@@ -323,7 +330,9 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
         problems.append(f"train.micro_batches = {recipe.train.micro_batches}: must divide "
                         f"train.batch_size = {recipe.train.batch_size}")
     if problems:
-        raise RecipeError(problems, source)
+        error = RecipeError(problems, source)
+        error.repaired = recipe
+        raise error
     return recipe, unstructure(recipe)
 
 

@@ -190,7 +190,7 @@ def resolve_variant(exp: Experiment, index: int, path: Path, seed: int, run_dir:
     ``check``: also run ``memcore validate``'s checks (dataset, networks, metrics), "full" or
     "portable" (nothing of this machine looked at), as ``preflight`` does them.
     """
-    from .preflight import preflight
+    from .preflight import checked_recipe
     v = exp.variants[index]
     where = f"variants[{index}] ({v.name})"
     recipe_path = Path(path).parent / (v.recipe or exp.base)
@@ -216,9 +216,11 @@ def resolve_variant(exp: Experiment, index: int, path: Path, seed: int, run_dir:
     if problems:
         return None, problems
     try:
-        recipe, resolved = recipe_from_dict(raw, str(recipe_path))
         if check:
-            preflight(recipe, str(recipe_path), portable=check == "portable")
+            _, resolved, _ = checked_recipe(lambda: recipe_from_dict(raw, str(recipe_path)),
+                                            str(recipe_path), portable=check == "portable")
+        else:
+            resolved = recipe_from_dict(raw, str(recipe_path))[1]
     except RecipeError as exc:
         return None, [f"{where}: {p}" for p in exc.problems]
     return resolved, []
