@@ -16,7 +16,8 @@ def memcore_register_components(registry):
         f"{_P}.attention:SelfAttentionOptions",
         help="SAGAN self-attention (gamma=0 residual); BigGAN variant via options.")
     add("generator", "sagan", f"{_P}.sagan:Generator", f"{_P}.sagan:GeneratorOptions",
-        help="SAGAN generator (SN, BN/conditional BN, deconv) for 28-128 px with block slots.")
+        help="SAGAN generator (SN, BN/conditional BN, deconv) with block slots; sides that "
+        "halve twice to 4-8 px (16, 20, 28, 32, 64, 128, ...).")
     add("discriminator", "sagan", f"{_P}.sagan:Discriminator", f"{_P}.sagan:DiscriminatorOptions",
         help="SAGAN discriminator (SN, LeakyReLU 0.1) with block slots; projection when labelled.")
     add("dataset", "stanford-dogs", f"{_P}.dogs:stanford_dogs", f"{_P}.dogs:StanfordDogsOptions",
