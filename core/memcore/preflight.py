@@ -113,7 +113,12 @@ def _attempt(problems: list[str], where: str, build: Callable, unexpected: bool 
 
 
 def _keyed(where: str, message: str) -> str:
-    return message if message.startswith(where.split("[")[0]) else f"{where}: {message}"
+    """``message`` under the key ``where`` (``losses[1]``), unless it names a key already; one
+    naming only the list (``losses: ...``, a component does not know its index) gets it."""
+    section = where.split("[")[0]
+    if where != section and message.startswith(f"{section}:"):
+        return where + message[len(section):]
+    return message if message.startswith(section) else f"{where}: {message}"
 
 
 def _failure(exc: BaseException) -> str:
