@@ -46,6 +46,7 @@ def count(lo: int = 1, hi: int = MAX_COUNT, why: str = ""):
                 f"expected an integer in [{lo}, {hi}]{f' ({why})' if why else ''}, got {text!r}")
         return value
     parse.__name__ = f"integer in [{lo}, {hi}]"
+    parse.bounds = (lo, hi)   # read by the tests that generate bad values for every argument
     return parse
 
 
@@ -68,6 +69,7 @@ def finite_float(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = Fa
                                              f"got {text!r}")
         return value
     parse.__name__ = "finite number"
+    parse.bounds, parse.lo_open = (lo, hi), lo_open
     return parse
 
 
@@ -101,6 +103,7 @@ def out_file(*extensions: str):
             problem = f"a file in a writable place: {problem}"
         raise argparse.ArgumentTypeError(f"expected {problem}, got {text!r}")
     parse.__name__ = "file"
+    parse.extensions = extensions
     return parse
 
 

@@ -399,15 +399,15 @@ def structure(raw: dict, cls: type, source: str = "recipe"):
 
 def _without(raw: dict, cls: type, paths: list):
     """``cls`` structured from ``raw`` less the options at ``paths``, or None."""
-    trimmed = copy.deepcopy(raw)
-    for path in paths:
-        parent = _value_at(trimmed, path[:-1]) if path else attrs.NOTHING
-        if not (isinstance(parent, dict) and isinstance(path[-1], str) and path[-1] != "kind"):
-            return None
-        parent.pop(path[-1], None)
     try:
+        trimmed = copy.deepcopy(raw)
+        for path in paths:
+            parent = _value_at(trimmed, path[:-1]) if path else attrs.NOTHING
+            if not (isinstance(parent, dict) and isinstance(path[-1], str) and path[-1] != "kind"):
+                return None
+            parent.pop(path[-1], None)
         return converter.structure(trimmed, cls)
-    except Exception:
+    except Exception:   # a RecursionError too: the recipe is then refused for its options alone
         return None
 
 

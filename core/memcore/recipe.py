@@ -29,6 +29,7 @@ class RunSection:
 
 
 MAX_GRID = 4096  # a 64 x 64 grid of images
+MAX_KEY_DEPTH = 64
 MAX_SEED = 2**32 - 1  # per-rank seeds are derived as seed * 1000 + rank: this keeps them in 64 bits
 
 
@@ -215,10 +216,14 @@ def parse_override(text: str) -> tuple[list, object]:
     except (ValueError, RecursionError) as exc:   # Python's limits, not a string meant as such
         reason = str(exc).split(";")[0]  # not Python's advice to raise its limit
         raise RecipeError([f"--set {_shown(text)}: not a usable value: {reason}"], "--set") from None
+    path = key_path(key)
+    if len(path) > MAX_KEY_DEPTH:
+        raise RecipeError([f"--set {_shown(text)}: a key of {len(path)} parts, expected at most "
+                           f"{MAX_KEY_DEPTH} (no recipe key is nested deeper)"], "--set")
     if "\0" in key or _holds_nul(parsed):
         raise RecipeError([f"--set {_shown(text)}: a NUL character (\\u0000) cannot be part of "
                            "a key or a path"], "--set")
-    return key_path(key), parsed
+    return path, parsed
 
 
 def _shown(text: str, room: int = 60) -> str:
