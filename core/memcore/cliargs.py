@@ -51,8 +51,9 @@ def count(lo: int = 1, hi: int = MAX_COUNT, why: str = ""):
 
 
 seed64 = count(0, MAX_SEED, "a 64-bit seed")
-# processes of one run (--nproc): 0 or 1 is one; each needs a core of its own
-processes = count(0, CORES, "at most this machine's cores")
+# processes of one run (--nproc; 0 or 1 is one): each wants a core of its own, but a few more
+# than a small machine has still test distributed code
+processes = count(0, max(CORES, 8), "this machine's cores, or 8")
 
 
 def finite_float(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False):
