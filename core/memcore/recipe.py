@@ -215,7 +215,8 @@ def parse_override(text: str) -> tuple[list, object]:
         parsed = value
     except (ValueError, RecursionError) as exc:   # Python's limits, not a string meant as such
         reason = str(exc).split(";")[0]  # not Python's advice to raise its limit
-        raise RecipeError([f"--set {_shown(text)}: not a usable value: {reason}"], "--set") from None
+        raise RecipeError([f"--set {_shown(text)}: not a usable value: {reason}"],
+                          "--set") from None
     path = key_path(key)
     if len(path) > MAX_KEY_DEPTH:
         raise RecipeError([f"--set {_shown(text)}: a key of {len(path)} parts, expected at most "

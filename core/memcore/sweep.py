@@ -34,7 +34,7 @@ from .recipe import dumps, key_path, read_toml, recipe_from_dict, set_key
 from .registry import did_you_mean
 
 DONE = "sweep-done.json"       # written by the sweep when every command of a run has succeeded
-MAX_RUNS = 10_000              # variants x seeds of one experiment: days of runs even at a minute each
+MAX_RUNS = 10_000              # variants x seeds of one experiment: a week of runs at a minute each
 LOG = "sweep.log"              # the child processes' stdout and stderr
 EXPERIMENT_INFO = "experiment.json"   # variant order and baseline, read by `memcore compare`
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

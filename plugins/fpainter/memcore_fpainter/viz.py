@@ -19,11 +19,13 @@ def configure(parser):
     parser.add_argument("--n", type=count(1, 64), default=4, help="Number of samples.")
     parser.add_argument("--steps", default="", help="Comma-separated steps to show, 1-based "
                         "(default: up to 16 evenly spaced, always the last).")
-    parser.add_argument("--out", type=out_file(".png"), help="PNG path (default: RUN/painting-seed<S>.png).")
+    parser.add_argument("--out", type=out_file(".png"),
+                        help="PNG path (default: RUN/painting-seed<S>.png).")
     parser.add_argument("--gif", action="store_true", help="Also write an animated GIF of the "
                         "canvases after every step.")
     parser.add_argument("--no-ema", action="store_true", help="Use the live G, not the EMA G.")
-    parser.add_argument("--scale", type=count(1, 16), default=2, help="Pixel upscaling of the figure.")
+    parser.add_argument("--scale", type=count(1, 16), default=2,
+                        help="Pixel upscaling of the figure.")
 
 
 def load_fpa(run: str, use_ema: bool = True):

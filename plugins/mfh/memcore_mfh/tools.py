@@ -65,8 +65,10 @@ def configure_viz(p):
     p.add_argument("run", help="Run directory or checkpoint file.")
     p.add_argument("--exemplar", action="append", metavar="IMAGE", type=image_file,
                    help="Exemplar images, one per row (default: one held-out image per novel class).")
-    p.add_argument("--rows", type=count(1, 64), default=6, help="Novel classes shown (default exemplars).")
-    p.add_argument("--slots", type=count(1, 64), default=8, help="CI slots (columns) of the Fig. 5 grid.")
+    p.add_argument("--rows", type=count(1, 64), default=6,
+                   help="Novel classes shown (default exemplars).")
+    p.add_argument("--slots", type=count(1, 64), default=8,
+                   help="CI slots (columns) of the Fig. 5 grid.")
     p.add_argument("--steps", type=count(2, 64), default=8, help="Interpolation steps (Fig. 10).")
     p.add_argument("--seed", type=seed64, default=0)
     p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
@@ -116,14 +118,17 @@ def configure_eval(p):
     p.add_argument("run", help="Run directory or checkpoint file.")
     p.add_argument("--per-class", type=count(2, 10_000), default=50,
                    help="Generated and real images per novel class for FID/KID (paper: 50).")
-    p.add_argument("--episodes", type=count(1, 100_000), default=300, help="ProtoNet N-way 1-shot episodes.")
+    p.add_argument("--episodes", type=count(1, 100_000), default=300,
+                   help="ProtoNet N-way 1-shot episodes.")
     p.add_argument("--way", type=_way, default=0,
                    help="N of the N-way 1-shot episodes: each episode draws N of the novel classes "
                         "(Table 2: 5-way 1-shot); 0 (default): every novel class in every episode.")
-    p.add_argument("--queries", type=count(1, 1000), default=5, help="Query images per class per episode.")
+    p.add_argument("--queries", type=count(1, 1000), default=5,
+                   help="Query images per class per episode.")
     p.add_argument("--supports", type=count(1, 1000), default=10,
                    help="Candidate support images per class (each gets --generated images).")
-    p.add_argument("--generated", type=count(0, 1000), default=5, help="Generated images added per support.")
+    p.add_argument("--generated", type=count(0, 1000), default=5,
+                   help="Generated images added per support.")
     p.add_argument("--extractor", default="efficientnet-lite0",
                    help="A registered feature extractor (memcore list extractor).")
     p.add_argument("--max-real", type=count(1, 100_000), default=150,
