@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from . import __version__, trust
+from .cliargs import (CORES, IMAGE_EXTENSIONS, MAX_EVAL_SAMPLES, count, finite_float, image_file,
+                      out_file, processes, seed64)
 from .errors import MemcoreError
 from .registry import deferred
 
@@ -53,12 +55,12 @@ class Commands:
 
 # -- run / validate ---------------------------------------------------------------------------
 def cmd_validate(args) -> int:
-    from .preflight import preflight
+    from .preflight import checked_recipe
     from .recipe import dumps, load_recipe
     if not args.recipe:
         raise MemcoreError("give a recipe file")
-    recipe, resolved = load_recipe(args.recipe, args.set)
-    preflight(recipe, args.recipe, portable=args.portable)
+    _, resolved, _ = checked_recipe(lambda: load_recipe(args.recipe, args.set), args.recipe,
+                                    portable=args.portable)
     print(dumps(resolved), end="")
     print(f"# {args.recipe}: valid", file=sys.stderr)
     return 0
@@ -233,11 +235,16 @@ def cmd_sample(args) -> int:
     from .images import load_image, save_grid
     from .trainer import sample_images
     from . import safewrite
+    from .cliargs import fits_in_memory
     safewrite.check_output(args.out, "--out", safewrite.IMAGE_SUFFIXES)
     G, _, state = load_generator(args.run, not args.no_ema, args.checkpoint)
+    info = state["dataset"]
+    pixels = info["channels"] * info["resolution"] ** 2
+    fits_in_memory(f"--n {args.n}", f"{args.n:,} images of {info['channels']} x "
+                   f"{info['resolution']} x {info['resolution']}",
+                   args.n * pixels * (4 + 1))   # float32 images, then their uint8 grid
     condition = {}
     if args.exemplar:
-        info = state["dataset"]
         condition["exemplar"] = torch_cat([load_image(Path(p), info["resolution"], info["channels"])
                                            for p in args.exemplar])
     images = sample_images(G, args.n, args.seed, "cpu", condition=condition)
@@ -334,16 +341,17 @@ def cmd_sweep(args) -> int:
 def sweep_args(p):
     p.add_argument("experiment", metavar="EXPERIMENT", help="Experiment TOML file "
                    "(docs/experiments.md).")
-    p.add_argument("--jobs", type=int, default=1, help="Runs at once, as separate processes; "
-                   "the cores are divided between them.")
-    p.add_argument("--nproc", type=int, default=0, help="Processes per run (torchrun), as for "
-                   "memcore run --nproc.")
-    p.add_argument("--cores", type=int, help="Cores to divide (default: those this process may "
-                   "use).")
+    p.add_argument("--jobs", type=count(1, CORES), default=1, help="Runs at once, as "
+                   "separate processes; the cores are divided between them.")
+    p.add_argument("--nproc", type=processes, default=0, help="Processes per run (torchrun), "
+                   "as for memcore run --nproc.")
+    p.add_argument("--cores", type=count(1, CORES, "this machine's cores"),
+                   help="Cores to divide (default: those this process may use).")
     p.add_argument("--dry-run", action="store_true", help="Validate and list what would run.")
     p.add_argument("--portable", action="store_true", help="With --dry-run: validate without "
                    "this machine's datasets and weights (an experiment meant for another one).")
-    p.add_argument("--status-every", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--status-every", type=finite_float(0, 86400, lo_open=True), default=60.0,
+                   metavar="SECONDS",
                    help="Seconds between progress lines of the running runs.")
 
 
@@ -394,7 +402,8 @@ def build_parser():
         p.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its last checkpoint.")
         p.add_argument("--overwrite", action="store_true", help="Replace the earlier run a fixed "
                        "run.dir holds (default: refuse it).")
-        p.add_argument("--nproc", type=int, default=0, help="Start N processes with torchrun.")
+        p.add_argument("--nproc", type=processes, default=0,
+                       help="Start N processes with torchrun.")
     commands.add("run", "Train from a recipe.", run_args, cmd_run)
     def validate_args(p):
         recipe_args(p)
@@ -415,12 +424,12 @@ def build_parser():
 
     def sample_args(p):
         p.add_argument("run", help="Run directory or checkpoint file.")
-        p.add_argument("--n", type=int, default=64)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", default="samples.png")
+        p.add_argument("--n", type=count(), default=64, help="Images in the grid.")
+        p.add_argument("--seed", type=seed64, default=0)
+        p.add_argument("--out", type=out_file(*IMAGE_EXTENSIONS), default="samples.png")
         p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
         p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
-        p.add_argument("--exemplar", action="append", metavar="IMAGE",
+        p.add_argument("--exemplar", action="append", metavar="IMAGE", type=image_file,
                        help="Condition on this image (generators that support exemplars).")
     commands.add("sample", "Write a grid of samples from a run.", sample_args, cmd_sample,
                  evaluates_run=True)
@@ -432,12 +441,13 @@ def build_parser():
         p.add_argument("run", help="Run directory or checkpoint file.")
         p.add_argument("--metrics", help="Comma-separated metrics, each NAME or NAME@EXTRACTOR "
                        "(default: the recipe's).")
-        p.add_argument("--num-samples", type=int)
+        p.add_argument("--num-samples", type=count(1, MAX_EVAL_SAMPLES, "generated images; "
+                       "FID's protocol uses 50,000"))
         p.add_argument("--checkpoint", choices=["latest", "best"], default="latest")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="Override the run's recipe for this evaluation, e.g. "
                        "--set metrics.0.extractor=efficientnet-lite0.")
-        p.add_argument("--repeats", type=int, default=1,
+        p.add_argument("--repeats", type=count(1, 100), default=1,
                        help="Evaluate with this many sample seeds; report mean and std.")
         for impl in reg.pm.hook.memcore_eval_options.get_hookimpls():
             try:

@@ -354,37 +354,61 @@ def _fmt_path(path) -> str:
     return out or "(top level)"
 
 
-def collect_problems(exc: BaseException, raw, path=()) -> list[str]:
+def collect_problems(exc: BaseException, raw) -> list[str]:
     """Flatten a cattrs exception tree into ``key.path = value: message`` lines."""
+    return [message for _, message in _problems(exc, raw)]
+
+
+def _problems(exc: BaseException, raw, path=()) -> list[tuple[tuple | None, str]]:
+    """(key path of the bad value, or None where leaving it out cannot help, message) pairs."""
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         with_notes, without = exc.group_exceptions()
         out = []
         for sub, note in with_notes:
             step = note.index if isinstance(note, cattrs.errors.IterableValidationNote) else note.name
-            out += collect_problems(sub, raw, path + (step,))
+            out += _problems(sub, raw, path + (step,))
         for sub in without:
-            out += collect_problems(sub, raw, path)
+            out += _problems(sub, raw, path)
         return out
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [f.name for f in attrs.fields(exc.cl)]
-        return [f"{_fmt_path(path + (k,))}: unknown key{did_you_mean(k, known)} "
-                f"(valid keys: {', '.join(known) or 'none'})" for k in sorted(exc.extra_fields)]
+        return [(path + (k,), f"{_fmt_path(path + (k,))}: unknown key{did_you_mean(k, known)} "
+                 f"(valid keys: {', '.join(known) or 'none'})") for k in sorted(exc.extra_fields)]
     if isinstance(exc, KeyError):
-        return [f"{_fmt_path(path)}: required key missing"]
+        return [(None, f"{_fmt_path(path)}: required key missing")]
     val = _value_at(raw, path)
     shown = "" if val is attrs.NOTHING or isinstance(val, (dict, list)) else f" = {val!r}"
     msg = str(exc) if isinstance(exc, _Problem) else f"{type(exc).__name__}: {exc}"
-    return [f"{_fmt_path(path)}{shown}: {msg}"]
+    return [(path, f"{_fmt_path(path)}{shown}: {msg}")]
 
 
 def structure(raw: dict, cls: type, source: str = "recipe"):
-    """Structure ``raw`` into ``cls`` or raise :class:`RecipeError` listing every problem."""
+    """Structure ``raw`` into ``cls`` or raise :class:`RecipeError` listing every problem.
+
+    The error's ``repaired`` is ``cls`` structured with the bad options left out (at their
+    defaults), where that works, so checks across options can still run and their problems be
+    reported in the same round; else None."""
     try:
-        obj = converter.structure(raw, cls)
+        return converter.structure(raw, cls)
     except Exception as exc:
-        problems = collect_problems(exc, raw)
-        raise RecipeError(problems or [f"{type(exc).__name__}: {exc}"], source) from None
-    return obj
+        found = _problems(exc, raw)
+        error = RecipeError([m for _, m in found] or [f"{type(exc).__name__}: {exc}"], source)
+    error.repaired = _without(raw, cls, [p for p, _ in found]) if found else None
+    raise error
+
+
+def _without(raw: dict, cls: type, paths: list):
+    """``cls`` structured from ``raw`` less the options at ``paths``, or None."""
+    try:
+        trimmed = copy.deepcopy(raw)
+        for path in paths:
+            parent = _value_at(trimmed, path[:-1]) if path else attrs.NOTHING
+            if not (isinstance(parent, dict) and isinstance(path[-1], str) and path[-1] != "kind"):
+                return None
+            parent.pop(path[-1], None)
+        return converter.structure(trimmed, cls)
+    except Exception:   # a RecursionError too: the recipe is then refused for its options alone
+        return None
 
 
 def unstructure(obj) -> Any:

@@ -70,6 +70,25 @@ def preflight(recipe: Recipe, source: str = "recipe", init_from: bool = True,
     return dataset
 
 
+def checked_recipe(load: Callable[[], tuple[Recipe, dict]], source: str, **options):
+    """``load()`` (e.g. :func:`memcore.recipe.load_recipe`), then :func:`preflight` with
+    ``options``: (recipe, resolved, dataset). Where the options are wrong, the rest is still
+    checked with those at their defaults, so every problem is reported in one round."""
+    try:
+        recipe, resolved = load()
+    except RecipeError as exc:
+        repaired = getattr(exc, "repaired", None)
+        if repaired is None:
+            raise
+        try:
+            preflight(repaired, source, **options)
+        except RecipeError as more:
+            raise RecipeError(exc.problems + [p for p in more.problems if p not in exc.problems],
+                              exc.source) from None
+        raise
+    return recipe, resolved, preflight(recipe, source, **options)
+
+
 def _attempt(problems: list[str], where: str, build: Callable, unexpected: bool = True):
     """``build()``, or ``None`` with its failure added to ``problems`` under the key ``where``.
 
@@ -94,7 +113,12 @@ def _attempt(problems: list[str], where: str, build: Callable, unexpected: bool 
 
 
 def _keyed(where: str, message: str) -> str:
-    return message if message.startswith(where.split("[")[0]) else f"{where}: {message}"
+    """``message`` under the key ``where`` (``losses[1]``), unless it names a key already; one
+    naming only the list (``losses: ...``, a component does not know its index) gets it."""
+    section = where.split("[")[0]
+    if where != section and message.startswith(f"{section}:"):
+        return where + message[len(section):]
+    return message if message.startswith(section) else f"{where}: {message}"
 
 
 def _failure(exc: BaseException) -> str:

@@ -19,7 +19,8 @@ import attrs
 import torch
 from torch import nn
 
-from .config import NoOptions, config, non_negative, option, positive
+from .cliargs import MAX_EVAL_SAMPLES
+from .config import NoOptions, config, in_range, non_negative, option, positive
 
 
 @attrs.define
@@ -169,7 +170,8 @@ class MetricOptions:
 
     every: int = option(0, help="Steps between evaluations during training (0: only at the end).",
                         check=lambda v: None if v >= 0 else "a number >= 0")
-    num_samples: int = option(5000, help="Generated images per evaluation.", check=positive)
+    num_samples: int = option(5000, help="Generated images per evaluation.",
+                              check=in_range(1, MAX_EVAL_SAMPLES))
 
 
 class Metric:

@@ -31,6 +31,8 @@ class RunSection:
                                  check=lambda name: name and safewrite.name_problem(name))
 
 
+MAX_GRID = 4096  # a 64 x 64 grid of images
+MAX_KEY_DEPTH = 64
 MAX_SEED = 2**32 - 1  # per-rank seeds are derived as seed * 1000 + rank: this keeps them in 64 bits
 
 
@@ -57,7 +59,9 @@ class TrainSection:
     sample_every: int = option(500, help="Steps between fixed-seed sample grids.", check=positive)
     checkpoint_every: int = option(500, help="Steps between checkpoints.", check=positive)
     keep_last: int = option(3, help="Checkpoints kept besides the best.", check=positive)
-    grid_size: int = option(64, help="Images in each sample grid.", check=positive)
+    grid_size: int = option(64, help="Images in each sample grid.", check=lambda v: None if
+                            1 <= v <= MAX_GRID else f"an integer in [1, {MAX_GRID}] (images in "
+                            "one grid; more are drawn at every sample_every and cannot be seen)")
     max_grad_norm: Optional[float] = option(None, help="Clip gradient norm per phase if set.",
                                             check=positive)
     init_from: Optional[str] = option(None, help="Start from the weights of an earlier run "
@@ -157,7 +161,7 @@ def read_toml(path: Path, _chain=()) -> dict:
                           str(path))
     try:
         data = tomli.loads(_read_text(path))
-    except tomli.TOMLDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # also Python's limits: 4300 digits, nesting
         raise RecipeError([f"not valid TOML: {exc}"], str(path)) from None
     base = data.pop("extends", None)
     if base is None:
@@ -208,18 +212,41 @@ def parse_override(text: str) -> tuple[list, object]:
     """``a.b=value`` -> (["a", "b"], value); the value is read as TOML, else taken as a string."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise RecipeError([f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100"], "--set")
+        raise RecipeError([f"--set {_shown(text)}: expected KEY=VALUE, e.g. train.steps=100"],
+                          "--set")
     try:
         parsed = tomli.loads(f"v = {value}")["v"]
     except tomli.TOMLDecodeError:
         parsed = value
-    return key_path(key), parsed
+    except (ValueError, RecursionError) as exc:   # Python's limits, not a string meant as such
+        reason = str(exc).split(";")[0]  # not Python's advice to raise its limit
+        raise RecipeError([f"--set {_shown(text)}: not a usable value: {reason}"],
+                          "--set") from None
+    path = key_path(key)
+    if len(path) > MAX_KEY_DEPTH:
+        raise RecipeError([f"--set {_shown(text)}: a key of {len(path)} parts, expected at most "
+                           f"{MAX_KEY_DEPTH} (no recipe key is nested deeper)"], "--set")
+    if "\0" in key or _holds_nul(parsed):
+        raise RecipeError([f"--set {_shown(text)}: a NUL character (\\u0000) cannot be part of "
+                           "a key or a path"], "--set")
+    return path, parsed
+
+
+def _shown(text: str, room: int = 60) -> str:
+    """``text`` for a message: long values shortened, with their length."""
+    return repr(text) if len(text) <= room else f"{text[:room]!r}... ({len(text)} characters)"
+
+
+def _holds_nul(value) -> bool:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return "\0" in value if isinstance(value, str) else any(map(_holds_nul, items))
 
 
 def key_path(key: str) -> list:
     """``generator.blocks[0].at`` or ``generator.blocks.0.at`` -> ["generator", "blocks", 0, "at"]."""
     key = re.sub(r"\[(\d+)\]", r".\1", key.strip())
-    return [int(p) if p.isdigit() else p for p in key.split(".")]
+    # an index of more digits than any list has stays text (int() refuses 4300 digits)
+    return [int(p) if p.isdigit() and len(p) < 19 else p for p in key.split(".")]
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -294,9 +321,16 @@ def load_recipe(path, overrides=()) -> tuple[Recipe, dict]:
 
 
 def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
+    """Structure and check ``raw``. A :class:`RecipeError` lists the options' problems and
+    those across options at once; its ``repaired`` is the recipe with the bad options at their
+    defaults (None where there is none), for :func:`memcore.preflight.checked_recipe`."""
     load_local_plugins(raw, source)
-    recipe = structure(raw, Recipe, source)
-    problems = []
+    try:
+        recipe, problems = structure(raw, Recipe, source), []
+    except RecipeError as exc:
+        if exc.repaired is None:
+            raise
+        recipe, problems = exc.repaired, exc.problems
     if not recipe.losses:
         problems.append("losses: at least one loss is needed, e.g. [[losses]] kind = \"hinge\"")
     for phase in ("G", "D"):
@@ -311,7 +345,9 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
         problems.append(f"train.micro_batches = {recipe.train.micro_batches}: must divide "
                         f"train.batch_size = {recipe.train.batch_size}")
     if problems:
-        raise RecipeError(problems, source)
+        error = RecipeError(problems, source)
+        error.repaired = recipe
+        raise error
     return recipe, unstructure(recipe)
 
 

@@ -89,7 +89,7 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     ``"key=value"`` strings as for ``--set``. A new run refuses a ``run.dir`` that holds an earlier
     run unless ``overwrite``. User mistakes raise :class:`memcore.MemcoreError`.
     """
-    from .preflight import preflight
+    from .preflight import checked_recipe
     from .trainer import Trainer
     if resume is not None:
         resume_dir = Path(resume)
@@ -97,12 +97,11 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
             raise MemcoreError(f"--resume {resume_dir}: not a memcore run directory (no "
                                "recipe.resolved.toml)")
         rundir.check_run_tree(resume_dir)
-        parsed, resolved = load_recipe(resume_dir / "recipe.resolved.toml", overrides)
     else:
         resume_dir = None
-        parsed, resolved = load_recipe(recipe, overrides)
-    dataset = preflight(parsed, str(recipe or resume_dir / "recipe.resolved.toml"),
-                        init_from=resume is None)
+    source = recipe or resume_dir / "recipe.resolved.toml"
+    parsed, resolved, dataset = checked_recipe(lambda: load_recipe(source, overrides), str(source),
+                                               init_from=resume is None)
     if dry_run:
         print(dumps(resolved), end="")
         return None

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -29,12 +30,14 @@ import attrs
 import tomli
 
 from . import safewrite, trust
+from .cliargs import unwritable_place
 from .config import config, option, positive, structure
 from .errors import MemcoreError, RecipeError
 from .recipe import dumps, key_path, read_toml, recipe_from_dict, set_key
 from .registry import did_you_mean
 
 DONE = "sweep-done.json"       # written by the sweep when every command of a run has succeeded
+MAX_RUNS = 10_000              # variants x seeds of one experiment: a week of runs at a minute each
 LOG = "sweep.log"              # the child processes' stdout and stderr
 EXPERIMENT_INFO = "experiment.json"   # variant order and baseline, read by `memcore compare`
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -192,8 +195,11 @@ def load_experiment(path: Path) -> Experiment:
         raise RecipeError([f"file not found: {path}"], str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError([f"cannot read the file: {exc}"], str(path)) from None
-    except tomli.TOMLDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # also Python's limits: 4300 digits, nesting
         raise RecipeError([f"not valid TOML: {exc}"], str(path)) from None
+    too_many = _too_many_runs(raw)
+    if too_many:  # before 10^6 tables are structured and resolved one by one
+        raise RecipeError([too_many], str(path))
     problems = _tables_first(raw)
     try:
         exp = structure(raw, Experiment, str(path))
@@ -204,16 +210,18 @@ def load_experiment(path: Path) -> Experiment:
     names = [v.name for v in exp.variants]
     if not exp.seeds:
         problems.append("seeds = []: expected at least one seed, e.g. seeds = [0, 1, 2]")
-    twice = sorted({s for s in exp.seeds if exp.seeds.count(s) > 1})
+    twice = sorted(s for s, n in Counter(exp.seeds).items() if n > 1)
     if twice:
         problems.append(f"seeds = {exp.seeds}: expected distinct seeds "
                         f"({', '.join(map(str, twice))} more than once)")
     if not names and "grid" not in raw:
         problems.append("variants: at least one [[variants]] table with a name (or a [grid]) is "
                         "needed")
+    seen = set()
     for i, name in enumerate(names):
-        if name in names[:i]:
+        if name in seen:
             problems.append(f"variants[{i}].name = {name!r}: another variant has this name")
+        seen.add(name)
     if exp.baseline is not None and exp.baseline not in names:
         problems.append(f"baseline = {exp.baseline!r}: no such variant"
                         f"{did_you_mean(exp.baseline, names)} (variants: {', '.join(names)})")
@@ -240,6 +248,15 @@ def _stem_problems(exp: Experiment, path: Path) -> list[str]:
             "give the experiment a name = \"...\""] if problem else []
 
 
+def _too_many_runs(raw: dict) -> str | None:
+    lengths = [len(raw[key]) if isinstance(raw.get(key), list) else 1
+               for key in ("variants", "seeds")]
+    if lengths[0] * lengths[1] <= MAX_RUNS:
+        return None
+    return (f"{lengths[0]:,} variants x {lengths[1]:,} seeds = {lengths[0] * lengths[1]:,} runs: "
+            f"expected at most {MAX_RUNS:,} in one experiment (split it into several)")
+
+
 def experiment_name(exp: Experiment, path: Path) -> str:
     return exp.name or Path(path).stem
 
@@ -251,7 +268,7 @@ def resolve_variant(exp: Experiment, index: int, path: Path, seed: int, run_dir:
     ``check``: also run ``memcore validate``'s checks (dataset, networks, metrics), "full" or
     "portable" (nothing of this machine looked at), as ``preflight`` does them.
     """
-    from .preflight import preflight
+    from .preflight import checked_recipe
     v = exp.variants[index]
     where = f"variants[{index}] ({v.name})"
     recipe_path = Path(path).parent / (v.recipe or exp.base)
@@ -280,9 +297,11 @@ def resolve_variant(exp: Experiment, index: int, path: Path, seed: int, run_dir:
     if problems:
         return None, problems
     try:
-        recipe, resolved = recipe_from_dict(raw, str(recipe_path))
         if check:
-            preflight(recipe, str(recipe_path), portable=check == "portable")
+            _, resolved, _ = checked_recipe(lambda: recipe_from_dict(raw, str(recipe_path)),
+                                            str(recipe_path), portable=check == "portable")
+        else:
+            resolved = recipe_from_dict(raw, str(recipe_path))[1]
     except RecipeError as exc:
         return None, [_blame(p, where, grid) for p in exc.problems]
     return resolved, []
@@ -307,6 +326,9 @@ def plan(path: Path, portable: bool = False) -> tuple[Experiment, Path, list[Pla
     exp = load_experiment(path)
     root = Path(exp.root) / experiment_name(exp, path)
     runs, problems = [], []
+    unwritable = unwritable_place(root / EXPERIMENT_INFO)
+    if unwritable:
+        problems.append(f"root = {exp.root!r}: runs cannot be written to {root}: {unwritable}")
     for i, v in enumerate(exp.variants):
         for seed in exp.seeds:
             run_dir = root / v.name / f"seed-{seed}"
@@ -369,7 +391,7 @@ def assess(run: PlannedRun) -> str | None:
     wanted = tomli.loads(dumps(run.resolved))
     try:  # resolved again: options a newer memcore added take their defaults on both sides
         have = tomli.loads(dumps(recipe_from_dict(tomli.loads(saved.read_text()), str(saved))[1]))
-    except (RecipeError, tomli.TOMLDecodeError) as exc:
+    except (RecipeError, OSError, ValueError, RecursionError) as exc:  # not UTF-8, not TOML, ...
         return f"{saved}: cannot be read as a recipe ({exc}): remove {run.dir} to start it again"
     changed = [k for k in _differences(have, wanted) if k != "train.steps"]
     if changed:
@@ -378,11 +400,28 @@ def assess(run: PlannedRun) -> str | None:
     if run.at_step > run.steps:
         return (f"{run.dir} is already at step {run.at_step}, beyond steps = {run.steps}: "
                 "remove the folder, or raise the steps")
-    done = json.loads((run.dir / DONE).read_text()) if (run.dir / DONE).exists() else None
+    done = _read_done(run.dir / DONE)
     if done and done.get("steps") == run.steps and run.at_step == run.steps:
         run.action = "finished" if set(run.after) <= set(done.get("after", [])) else "after"
     else:
         run.action = "extend" if have["train"]["steps"] != run.steps else "resume"
+    return None
+
+
+def _read_done(path: Path) -> dict | None:
+    """The run's ``sweep-done.json``; a damaged one counts as absent, with a warning: the run
+    is then resumed (at its last step it only runs its ``after`` commands again)."""
+    if not path.exists():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        done = exc
+    if isinstance(done, dict):
+        return done
+    problem = done if isinstance(done, Exception) else f"a {type(done).__name__}, not an object"
+    print(f"warning: {path}: unreadable ({problem}): the run counts as not finished",
+          file=sys.stderr)
     return None
 
 

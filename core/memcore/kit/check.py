@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import sys
 
+from ..cliargs import count, processes
 from ..errors import MemcoreError
 
 CHECKED = ("block", "generator", "discriminator", "loss", "dataset", "metric")
+MAX_SIDE, MAX_CHANNELS = 256, 1024   # a contract check runs on the CPU in seconds at these sizes
 
 
 def configure(parser) -> None:
@@ -21,11 +23,12 @@ def configure(parser) -> None:
                         "from this recipe.")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="An option of the component, e.g. --set slots=8 (repeatable).")
-    parser.add_argument("--resolution", type=int, help="Image side (block: of its stage); "
-                        "default 8 for a block, else 28 or the recipe's dataset.")
-    parser.add_argument("--channels", type=int, help="Image channels (block: feature channels); "
-                        "default 16 for a block, else 1 or the recipe's dataset.")
-    parser.add_argument("--nproc", type=int, default=0,
+    parser.add_argument("--resolution", type=count(1, MAX_SIDE), help="Image side (block: of "
+                        "its stage); default 8 for a block, else 28 or the recipe's dataset.")
+    parser.add_argument("--channels", type=count(1, MAX_CHANNELS), help="Image channels (block: "
+                        "feature channels); default 16 for a block, else 1 or the recipe's "
+                        "dataset.")
+    parser.add_argument("--nproc", type=processes, default=0,
                         help="Also run the distributed contract on this many CPU processes.")
 
 
@@ -61,6 +64,9 @@ def _recipe_table(kind: str, name: str, resolved: dict, source: str) -> dict:
 def _sizes(kind: str, args, options: dict) -> dict:
     if kind == "block":
         resolution = args.resolution or options.get("at") or 8
+        if not (type(resolution) is int and 1 <= resolution <= MAX_SIDE):
+            raise MemcoreError(f"at = {resolution!r}: expected a stage side in [1, {MAX_SIDE}] "
+                               "for the check (or give --resolution)")
         return {"resolution": resolution, "channels": args.channels or 16}
     if args.recipe and kind in ("generator", "discriminator") and not (args.resolution
                                                                       and args.channels):
@@ -122,6 +128,12 @@ def command(args) -> int:
                                             channels=sizes["channels"])
         except contracts.ContractViolation:
             pass  # reported above; later contracts depend on the broken one
+        except RuntimeError as exc:  # the allocator's refusal (torch.OutOfMemoryError is one)
+            if "allocate" not in str(exc):
+                raise
+            raise MemcoreError(f"{kind}:{name} at {shown}: more memory than this machine has "
+                               f"({str(exc).splitlines()[0]}); give a smaller --resolution or "
+                               "--channels") from None
     if not all(results.values()):
         print(f"{kind}:{name}: a contract is broken (the checks stop at the first broken one)")
         return 1

@@ -13,16 +13,19 @@ HELP = "Painting steps of an FPA run: rank-one updates and canvases (PNG strip, 
 
 
 def configure(parser):
+    from memcore.cliargs import count, out_file, seed64
     parser.add_argument("run", help="Run directory or checkpoint file of an fpa / fpa-unet run.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the latents.")
-    parser.add_argument("--n", type=int, default=4, help="Number of samples.")
+    parser.add_argument("--seed", type=seed64, default=0, help="Seed of the latents.")
+    parser.add_argument("--n", type=count(1, 64), default=4, help="Number of samples.")
     parser.add_argument("--steps", default="", help="Comma-separated steps to show, 1-based "
                         "(default: up to 16 evenly spaced, always the last).")
-    parser.add_argument("--out", default=None, help="PNG path (default: RUN/painting-seed<S>.png).")
+    parser.add_argument("--out", type=out_file(".png"),
+                        help="PNG path (default: RUN/painting-seed<S>.png).")
     parser.add_argument("--gif", action="store_true", help="Also write an animated GIF of the "
                         "canvases after every step.")
     parser.add_argument("--no-ema", action="store_true", help="Use the live G, not the EMA G.")
-    parser.add_argument("--scale", type=int, default=2, help="Pixel upscaling of the figure.")
+    parser.add_argument("--scale", type=count(1, 16), default=2,
+                        help="Pixel upscaling of the figure.")
 
 
 def load_fpa(run: str, use_ema: bool = True):
@@ -38,11 +41,12 @@ def load_fpa(run: str, use_ema: bool = True):
 def chosen_steps(text: str, total: int) -> list[int]:
     import memcore
     if text:
-        steps = [int(s) for s in text.split(",") if s.strip()]
-        bad = [s for s in steps if not 1 <= s <= total]
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [s for s in items if not (s.isdigit() and len(s) < 10 and 1 <= int(s) <= total)]
         if bad:
-            raise memcore.MemcoreError(f"--steps {text}: steps must lie in 1..{total} (got {bad})")
-        return steps
+            raise memcore.MemcoreError(f"--steps {text}: expected steps in 1..{total} "
+                                       f"(got {', '.join(bad)})")
+        return [int(s) for s in items]
     count = min(total, 16)
     return sorted({round(total * (i + 1) / count) for i in range(count)})
 

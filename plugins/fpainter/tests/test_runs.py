@@ -97,3 +97,10 @@ def test_lightgan_recipe_trains_with_all_its_terms(tmp_path, monkeypatch):
     assert "LightGANAux" in log and "lightgan_recon" in log
     # the code's schedule: the penalty of step 0 is part of the D pass, no separate "Dreg" pass
     assert "loss/D/LightGANPenalty" in log and "Dreg" not in log
+
+
+def test_pre_unet_loss_without_a_unet_names_its_list_entry(capsys):
+    code = main(["validate", str(RECIPES / "fpa-fashion.toml"), "--set",
+                 'losses=[{kind="hinge"}, {kind="fpa-pre-unet"}]'])
+    err = capsys.readouterr().err
+    assert code == 2 and "\n  losses[1]: 'fpa-pre-unet' needs generator.kind" in err, err

@@ -33,13 +33,18 @@ def memcore_register_components(registry):
 
 def viz_args(parser) -> None:
     """``memcore viz memorygan``'s arguments (here, so start-up does not import ``viz``)."""
+    from memcore.cliargs import count, out_folder, seed64
     parser.add_argument("run", help="Run directory of a memoryGAN run.")
-    parser.add_argument("--out", help="Output folder (default: RUN/viz-memorygan).")
-    parser.add_argument("--images", type=int, default=512, help="Held-out images for the likelihood.")
-    parser.add_argument("--rows", type=int, default=6, help="Images shown in posteriors.png.")
-    parser.add_argument("--grid", type=int, default=8, help="Side of the interpolation grids.")
+    parser.add_argument("--out", type=out_folder,
+                        help="Output folder (default: RUN/viz-memorygan).")
+    parser.add_argument("--images", type=count(1, 100_000), default=512,
+                        help="Held-out images for the likelihood.")
+    parser.add_argument("--rows", type=count(1, 64), default=6,
+                        help="Images shown in posteriors.png.")
+    parser.add_argument("--grid", type=count(2, 64), default=8,
+                        help="Side of the interpolation grids.")
     parser.add_argument("--dcgan", help="A -Memory (DCGAN) run for the z-interpolation grid.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed64, default=0)
 
 
 @memcore.hookimpl

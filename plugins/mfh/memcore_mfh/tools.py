@@ -79,15 +79,18 @@ def save_grid(images, path: Path, nrow: int) -> Path:
 
 # -- memcore viz mfh --------------------------------------------------------------------------
 def configure_viz(p):
+    from memcore.cliargs import count, image_file, out_folder, seed64
     p.add_argument("run", help="Run directory or checkpoint file.")
-    p.add_argument("--exemplar", action="append", metavar="IMAGE",
+    p.add_argument("--exemplar", action="append", metavar="IMAGE", type=image_file,
                    help="Exemplar images, one per row (default: one held-out image per novel class).")
-    p.add_argument("--rows", type=int, default=6, help="Novel classes shown (default exemplars).")
-    p.add_argument("--slots", type=int, default=8, help="CI slots (columns) of the Fig. 5 grid.")
-    p.add_argument("--steps", type=int, default=8, help="Interpolation steps (Fig. 10).")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=count(1, 64), default=6,
+                   help="Novel classes shown (default exemplars).")
+    p.add_argument("--slots", type=count(1, 64), default=8,
+                   help="CI slots (columns) of the Fig. 5 grid.")
+    p.add_argument("--steps", type=count(2, 64), default=8, help="Interpolation steps (Fig. 10).")
+    p.add_argument("--seed", type=seed64, default=0)
     p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
-    p.add_argument("--out", default=None, help="Folder for the figures (default: RUN/viz-mfh).")
+    p.add_argument("--out", type=out_folder, help="Folder for the figures (default: RUN/viz-mfh).")
 
 
 def cmd_viz(args) -> int:
@@ -132,37 +135,41 @@ def cmd_viz(args) -> int:
 
 # -- memcore mfh-eval -------------------------------------------------------------------------
 def configure_eval(p):
+    from memcore.cliargs import count, seed64
     p.add_argument("run", help="Run directory or checkpoint file.")
-    p.add_argument("--per-class", type=int, default=50,
+    p.add_argument("--per-class", type=count(2, 10_000), default=50,
                    help="Generated and real images per novel class for FID/KID (paper: 50).")
-    p.add_argument("--episodes", type=int, default=300, help="ProtoNet N-way 1-shot episodes.")
+    p.add_argument("--episodes", type=count(1, 100_000), default=300,
+                   help="ProtoNet N-way 1-shot episodes.")
     p.add_argument("--way", type=_way, default=0,
                    help="N of the N-way 1-shot episodes: each episode draws N of the novel classes; "
                         "0 (default): every novel class, and 5-way too (Table 2) where there are "
                         "more than 5.")
-    p.add_argument("--queries", type=int, default=5, help="Query images per class per episode.")
-    p.add_argument("--supports", type=int, default=10,
+    p.add_argument("--queries", type=count(1, 1000), default=5,
+                   help="Query images per class per episode.")
+    p.add_argument("--supports", type=count(1, 1000), default=10,
                    help="Candidate support images per class (each gets --generated images).")
-    p.add_argument("--generated", type=int, default=5, help="Generated images added per support.")
-    p.add_argument("--hit-exemplars", type=int, default=10,
+    p.add_argument("--generated", type=count(0, 1000), default=5,
+                   help="Generated images added per support.")
+    p.add_argument("--hit-exemplars", type=count(1, 1000), default=10,
                    help="Exemplars per novel class for class-hit and slot-pair diversity.")
-    p.add_argument("--hit-slots", type=int, default=10,
+    p.add_argument("--hit-slots", type=count(1, 1000), default=10,
                    help="Images generated per exemplar (distinct random slots) for class-hit.")
-    p.add_argument("--judge-steps", type=int, default=800,
+    p.add_argument("--judge-steps", type=count(1, 100_000), default=800,
                    help="Training steps (batch 64) of the judge and of the base-only feature net.")
-    p.add_argument("--judge-per-class", type=int, default=500,
+    p.add_argument("--judge-per-class", type=count(1, 100_000), default=500,
                    help="Training images per class for the judge and the base-only feature net.")
     p.add_argument("--extractor", default="efficientnet-lite0",
                    help="A registered feature extractor (memcore list extractor) for FID/KID.")
-    p.add_argument("--max-real", type=int, default=150,
+    p.add_argument("--max-real", type=count(1, 100_000), default=150,
                    help="Held-out real images used per novel class (embedding is the slow part).")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed64, default=0)
     p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
 
 
 def _way(text: str) -> int:
     import argparse
-    if not text.isdigit() or int(text) == 1:
+    if not text.isdigit() or len(text) > 6 or int(text) == 1:
         raise argparse.ArgumentTypeError(f"expected 0 (every novel class) or a number of classes "
                                          f">= 2, got {text!r}")
     return int(text)

@@ -48,12 +48,20 @@ def _noise_hook(sigma: float, generator):
 
 
 def parse_levels(text: str) -> list[float]:
-    import memcore
+    """``--feature-noise`` (an argparse type): noise levels σ, each a finite number >= 0."""
+    import argparse
+    from memcore.cliargs import finite_float
+    level = finite_float(0, 1000)
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise memcore.MemcoreError(f"--feature-noise {text!r}: expected numbers separated by "
-                                   "commas, e.g. 1,0.7,0.5,0.3,0") from None
+        levels = [level(v) for v in text.split(",") if v.strip()]
+    except argparse.ArgumentTypeError as exc:
+        levels, problem = [], f"; one level: {exc}"
+    else:
+        problem = ""
+    if not levels:
+        raise argparse.ArgumentTypeError(f"expected noise levels separated by commas, e.g. "
+                                         f"1,0.7,0.5,0.3,0, got {text!r}{problem}")
+    return levels
 
 
 def feature_noise_variants(G, levels: list[float]) -> list:
@@ -80,12 +88,14 @@ def feature_noise_variants(G, levels: list[float]) -> list:
 
 # -- visualisation ----------------------------------------------------------------------------
 def viz_args(p):
+    from memcore.cliargs import count, out_folder, seed64
     _run_args(p)
-    p.add_argument("--n", type=int, default=8, help="Generated images to analyse.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prototypes", type=int, default=8, help="Rows of the prototype gallery.")
-    p.add_argument("--patches", type=int, default=8, help="Patches per prototype.")
-    p.add_argument("--out", default=None, help="Output folder (default: RUN/viz-moca).")
+    p.add_argument("--n", type=count(1, 256), default=8, help="Generated images to analyse.")
+    p.add_argument("--seed", type=seed64, default=0)
+    p.add_argument("--prototypes", type=count(1, 256), default=8,
+                   help="Rows of the prototype gallery.")
+    p.add_argument("--patches", type=count(1, 256), default=8, help="Patches per prototype.")
+    p.add_argument("--out", type=out_folder, help="Output folder (default: RUN/viz-moca).")
 
 
 def palette(k: int):

@@ -24,13 +24,14 @@ def memcore_add_commands(commands):
 
 @memcore.hookimpl
 def memcore_eval_options(parser):
-    from .commands import FEATURE_NOISE_HELP
-    parser.add_argument("--feature-noise", metavar="LEVELS", help=FEATURE_NOISE_HELP)
+    from .commands import FEATURE_NOISE_HELP, parse_levels
+    parser.add_argument("--feature-noise", metavar="LEVELS", type=parse_levels,
+                        help=FEATURE_NOISE_HELP)
 
 
 @memcore.hookimpl
 def memcore_eval_variants(args, run):
     if not getattr(args, "feature_noise", None):
         return None
-    from .commands import feature_noise_variants, parse_levels
-    return feature_noise_variants(run.G, parse_levels(args.feature_noise))
+    from .commands import feature_noise_variants
+    return feature_noise_variants(run.G, args.feature_noise)

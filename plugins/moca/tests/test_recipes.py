@@ -102,13 +102,12 @@ def test_feature_noise_evaluation(tmp_path, monkeypatch):
     assert results[0]["fid"] != results[1]["fid"]  # the noise reaches the block
 
 
-def test_feature_noise_needs_a_moca_block(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", str(tiny_copy("sa-fastgan", tmp_path))] + TINY) == 0
-    run = next((tmp_path / "runs").glob("*-sa-fastgan"))
-    main(["eval", str(run), "--metrics", "fid@fashion-classifier", "--num-samples", "8",
-          "--feature-noise", "x"])
-    assert "--feature-noise 'x'" in capsys.readouterr().err
+@pytest.mark.parametrize("levels", ["x", "nan", "-1", "1,inf", ","])
+def test_feature_noise_levels_are_refused_when_parsed(levels, capsys):
+    with pytest.raises(SystemExit) as refused:      # argparse's refusal, before the run is read
+        main(["eval", "no-such-run", "--feature-noise", levels])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "argument --feature-noise" in err and repr(levels) in err
 
 
 def test_few_shot_folder_recipe_trains(tmp_path, monkeypatch):

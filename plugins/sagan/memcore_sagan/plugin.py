@@ -16,7 +16,8 @@ def memcore_register_components(registry):
         f"{_P}.attention:SelfAttentionOptions",
         help="SAGAN self-attention (gamma=0 residual); BigGAN variant via options.")
     add("generator", "sagan", f"{_P}.sagan:Generator", f"{_P}.sagan:GeneratorOptions",
-        help="SAGAN generator (SN, BN/conditional BN, deconv) for 28-128 px with block slots.")
+        help="SAGAN generator (SN, BN/conditional BN, deconv) with block slots; sides that "
+        "halve twice to 4-8 px (16, 20, 28, 32, 64, 128, ...).")
     add("discriminator", "sagan", f"{_P}.sagan:Discriminator", f"{_P}.sagan:DiscriminatorOptions",
         help="SAGAN discriminator (SN, LeakyReLU 0.1) with block slots; projection when labelled.")
     add("dataset", "stanford-dogs", f"{_P}.dogs:stanford_dogs", f"{_P}.dogs:StanfordDogsOptions",
@@ -28,15 +29,16 @@ VIZ_HELP = "Overlay where each self-attention layer looks for chosen query point
 
 def viz_args(p) -> None:
     """``memcore viz attention``'s arguments (here, so start-up does not import ``viz``)."""
+    from memcore.cliargs import IMAGE_EXTENSIONS, count, out_file, seed64
     p.add_argument("run", help="Run directory or checkpoint file.")
-    p.add_argument("--step", type=int, help="Checkpoint step (default: the latest).")
-    p.add_argument("--n", type=int, default=2, help="Generated images (rows).")
+    p.add_argument("--step", type=count(0), help="Checkpoint step (default: the latest).")
+    p.add_argument("--n", type=count(1, 64), default=2, help="Generated images (rows).")
     p.add_argument("--points", nargs="+", default=["0.3,0.3", "0.5,0.7"], metavar="Y,X",
                    help="Query points as fractions of the image side (row,column), e.g. 0.25,0.5.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed64, default=0)
     p.add_argument("--nets", choices=["G", "D", "both"], default="both")
     p.add_argument("--no-ema", action="store_true", help="Use the trained G, not the EMA G.")
-    p.add_argument("--out", default="attention.png")
+    p.add_argument("--out", type=out_file(*IMAGE_EXTENSIONS), default="attention.png")
 
 
 @memcore.hookimpl

@@ -1,4 +1,5 @@
-"""SAGAN generator and discriminator for 28-128 px, with block slots for attention.
+"""SAGAN generator and discriminator for any image side that halves at least twice down to a
+4-8 px start map (16, 20, 24, 28, 32, 48, 64, 96, 128, ...), with block slots for attention.
 
 The layout is the one of the SAGAN code at 64 px (heykeetae/Self-Attention-GAN), generalised to
 any side that halves down to a small even-or-odd start (4 for 32/64/128 px, 7 for 28 px):

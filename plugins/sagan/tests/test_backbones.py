@@ -26,6 +26,8 @@ def build(resolution, g_blocks=(), d_blocks=(), num_classes=0, channels=3, width
 
 
 @pytest.mark.parametrize("resolution, g_sides, d_sides", [
+    (16, [4, 8], [8, 4]),             # every side that halves twice to a 4-8 px start works,
+    (20, [5, 10], [10, 5]),           # not only the 28-128 px the recipes use
     (28, [7, 14], [14, 7]),
     (32, [4, 8, 16], [16, 8, 4]),
     (64, [4, 8, 16, 32], [32, 16, 8, 4]),
@@ -78,9 +80,10 @@ def test_a_resolution_the_backbone_lacks_is_a_clear_error():
         build(64, d_blocks=(8, 64))        # the image side is not a D feature stage
 
 
-def test_bad_resolution_is_a_clear_error():
-    with pytest.raises(memcore.MemcoreError, match="data.resolution = 12"):
-        build(12)
+@pytest.mark.parametrize("resolution", [8, 12, 18, 36, 100])   # start maps of 8 x 1, 3, 9, 9, 25
+def test_bad_resolution_is_a_clear_error(resolution):
+    with pytest.raises(memcore.MemcoreError, match=f"data.resolution = {resolution}: "):
+        build(resolution)
 
 
 def test_class_conditional_bn_and_projection():
