@@ -348,7 +348,7 @@ def test_sample_out_is_checked_before_the_run_is_read(tmp_path, capsys, case):
     # the run does not exist: the --out check comes first, so it is what is reported
     assert run_cli("sample", tmp_path / "no-run", "--out", out) == 2
     err = _err(capsys)
-    assert f"--out {out}: " in err and message in err, err
+    assert "--out" in err and message in err, err
     assert sorted(tmp_path.rglob("*")) == before
 
 

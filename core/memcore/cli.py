@@ -234,9 +234,7 @@ def load_generator(run: str, use_ema: bool = True, which: str = "latest"):
 def cmd_sample(args) -> int:
     from .images import load_image, save_grid
     from .trainer import sample_images
-    from . import safewrite
     from .cliargs import fits_in_memory
-    safewrite.check_output(args.out, "--out", safewrite.IMAGE_SUFFIXES)
     G, _, state = load_generator(args.run, not args.no_ema, args.checkpoint)
     info = state["dataset"]
     pixels = info["channels"] * info["resolution"] ** 2

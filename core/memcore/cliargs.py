@@ -19,6 +19,7 @@ import math
 import os
 from pathlib import Path
 
+from . import safewrite
 from .config import MAX_COUNT
 from .errors import MemcoreError
 
@@ -26,7 +27,7 @@ from .errors import MemcoreError
 MAX_SEED = 2**63 - 1
 MAX_EVAL_SAMPLES = 1_000_000   # generated images of one evaluation (FID's protocol: 50,000)
 CORES = os.cpu_count() or 1
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS = safewrite.IMAGE_SUFFIXES
 _DIGITS = len(str(MAX_COUNT * MAX_COUNT))   # longer text is out of every range (and of int())
 
 
@@ -74,35 +75,13 @@ def finite_float(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = Fa
     return parse
 
 
-def unwritable_place(path: Path) -> str | None:
-    """Why the file ``path`` cannot be created (its nearest existing folder is a file or
-    read-only), or None."""
-    folder = path.parent if path.name else path
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is a file, not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"the folder {folder} is not writable"
-    return None
-
-
 def out_file(*extensions: str):
     """A file to write, with one of ``extensions`` (e.g. ``".png"``), in a writable place."""
     def parse(text: str) -> Path:
-        path = Path(text)
-        if "\0" in text or not path.name:
-            problem = "a file name"
-        elif path.is_dir():
-            problem = "a file name, not a folder"
-        elif path.suffix.lower() not in extensions:
-            problem = f"a file ending in {', '.join(extensions)}"
-        else:
-            problem = unwritable_place(path)
-            if problem is None:
-                return path
-            problem = f"a file in a writable place: {problem}"
-        raise argparse.ArgumentTypeError(f"expected {problem}, got {text!r}")
+        problem = safewrite.output_problem(Path(text), extensions)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+        return Path(text)
     parse.__name__ = "file"
     parse.extensions = extensions
     return parse
@@ -110,15 +89,10 @@ def out_file(*extensions: str):
 
 def out_folder(text: str) -> Path:
     """A folder to write into (created when missing)."""
-    path = Path(text)
-    problem = "a folder name" if "\0" in text or not text else \
-        "a folder, not a file" if path.exists() and not path.is_dir() else None
-    if problem is None:
-        where = unwritable_place(path / "x")
-        if where is None:
-            return path
-        problem = f"a folder in a writable place: {where}"
-    raise argparse.ArgumentTypeError(f"expected {problem}, got {text!r}")
+    problem = safewrite.output_folder_problem(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return Path(text)
 
 
 def image_file(text: str) -> Path:

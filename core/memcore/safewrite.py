@@ -147,32 +147,44 @@ def check_not_link(path: Path) -> None:
         raise _link_error(Path(path), "through")
 
 
-def check_output(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
-    """Check an output file the user gave (``--out``) before anything is computed or written:
-    not a folder, one of ``suffixes`` (any if none are given), in a folder that can be made."""
+def output_problem(path: Path, suffixes: tuple[str, ...] = ()) -> str | None:
+    """What is wrong with ``path`` as a file the user asked for (``--out``), or None: not a
+    folder, one of ``suffixes`` (any if none are given), in a folder that can be made."""
     path = Path(path).expanduser()
-    example = path / f"out{suffixes[0] if suffixes else ''}"
+    if "\0" in str(path) or not path.name:
+        return "expected a file name"
     if path.is_dir():
-        raise MemcoreError(f"{option} {path}: is a folder; expected a file path, e.g. {example}")
+        return f"is a folder; expected a file path, e.g. {path / ('out' + (suffixes or ('',))[0])}"
     if suffixes and path.suffix.lower() not in suffixes:
-        raise MemcoreError(f"{option} {path}: expected a file name ending in "
-                           f"{' or '.join(suffixes)}, got {path.suffix or 'no extension'!r}")
-    return _check_makeable(path.parent, option, path)
+        return (f"expected a file name ending in {' or '.join(suffixes)}, got "
+                f"{path.suffix or 'no extension'!r}")
+    return place_problem(path.parent)
 
 
-def check_output_folder(path: Path, option: str) -> Path:
-    """Check an output folder the user gave (``--out``) before anything is computed or written."""
+def output_folder_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` as a folder the user asked for (``--out``), or None."""
     path = Path(path).expanduser()
+    if "\0" in str(path) or not str(path):
+        return "expected a folder name"
     if path.exists() and not path.is_dir():
-        raise MemcoreError(f"{option} {path}: is an existing file; expected a folder")
-    _check_makeable(path, option, path)
-    return path
+        return "is an existing file; expected a folder"
+    return place_problem(path)
 
 
-def _check_makeable(folder: Path, option: str, path: Path) -> Path:
-    existing = next(p for p in [folder, *folder.parents] if p.exists() or p == p.parent)
+def place_problem(folder: Path) -> str | None:
+    """Why nothing can be created at ``folder`` (its nearest existing folder is a file, or
+    read-only), or None."""
+    existing = next(p for p in [Path(folder), *Path(folder).parents] if p.exists() or p == p.parent)
     if not existing.is_dir():
-        raise MemcoreError(f"{option} {path}: {existing} is a file, not a folder")
+        return f"expected a writable place: {existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise MemcoreError(f"{option} {path}: cannot write into {existing} (read-only)")
-    return path
+        return f"expected a writable place: {existing} is not writable (read-only)"
+    return None
+
+
+def check_output(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """:func:`output_problem` as an error naming ``option``, before anything is written."""
+    problem = output_problem(path, suffixes)
+    if problem:
+        raise MemcoreError(f"{option} {path}: {problem}")
+    return Path(path).expanduser()

@@ -30,7 +30,6 @@ import attrs
 import tomli
 
 from . import safewrite, trust
-from .cliargs import unwritable_place
 from .config import config, option, positive, structure
 from .errors import MemcoreError, RecipeError
 from .recipe import dumps, key_path, read_toml, recipe_from_dict, set_key
@@ -326,7 +325,7 @@ def plan(path: Path, portable: bool = False) -> tuple[Experiment, Path, list[Pla
     exp = load_experiment(path)
     root = Path(exp.root) / experiment_name(exp, path)
     runs, problems = [], []
-    unwritable = unwritable_place(root / EXPERIMENT_INFO)
+    unwritable = safewrite.place_problem(root)
     if unwritable:
         problems.append(f"root = {exp.root!r}: runs cannot be written to {root}: {unwritable}")
     for i, v in enumerate(exp.variants):

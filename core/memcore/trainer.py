@@ -401,22 +401,20 @@ class Trainer:
         return {"step": self.step, "run_dir": str(self.run_dir)}
 
     def _start_record(self) -> dict:
-        """Network sizes, and fingerprints of the first real batch and the first latents, for
-        `memcore compare`: variants of one seed must have seen the same data and latents. Both
-        are drawn from copies, so the training streams are untouched (and the global generator,
-        which a data loader draws its seed from)."""
+        """Network sizes, and fingerprints of the first real batch and of the latent stream, for
+        `memcore compare`: variants of one seed must have seen the same data and latents. The
+        batch is drawn from a copy, so the training streams are untouched (and the global
+        generator, which a data loader draws its seed from); the latent stream is fingerprinted by
+        its generator's state, since some generators cannot sample before their first step (an
+        exemplar bank filled by training)."""
         t = self.recipe.train
         with torch.random.fork_rng(devices=[]):
             images, labels = BatchStream(self.dataset, t.batch_size, t.seed, self.rank,
                                          self.world).next()
-            latent_generator = torch.Generator()
-            latent_generator.set_state(self.latent_generator.get_state())
-            latents = self.models.G.sample_latent(t.batch_size // self.world, latent_generator,
-                                                  self.device)
         return {"params/G": sum(p.numel() for p in self.models.G.parameters()),
                 "params/D": sum(p.numel() for p in self.models.D.parameters()),
                 "data_hash": _fingerprint([images, labels]),
-                "latent_hash": _fingerprint(latents.values())}
+                "latent_hash": _fingerprint([self.latent_generator.get_state()])}
 
     def _last_good(self) -> str:
         last = checkpoint.latest(self.run_dir)

@@ -87,8 +87,6 @@ def _to_pil(images, nrow: int, scale: int):
 
 def handle(args) -> int:
     from memcore import safewrite
-    if args.out:
-        safewrite.check_output(args.out, "--out", (".png",))
     G, step = load_fpa(args.run, use_ema=not args.no_ema)
     figure, canvases = painting_figure(G, args.n, args.seed, args.steps)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent

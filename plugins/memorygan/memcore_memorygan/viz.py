@@ -26,8 +26,6 @@ from .networks import DMN, DMNOptions
 def run(args) -> int:
     """The command's handler; its arguments are set up in ``plugin.viz_args``."""
     from memcore import safewrite
-    if args.out:
-        safewrite.check_output_folder(args.out, "--out")
     run_dir = Path(args.run)
     checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
     if not checkpoints:

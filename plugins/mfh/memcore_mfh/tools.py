@@ -95,8 +95,6 @@ def configure_viz(p):
 
 def cmd_viz(args) -> int:
     import torch
-    if args.out:
-        memcore.safewrite.check_output_folder(args.out, "--out")
     G, recipe, state = load_run(args.run, not args.no_ema)
     gen = torch.Generator().manual_seed(args.seed)
     if args.exemplar:

@@ -124,8 +124,6 @@ def viz(args) -> int:
     import torch.nn.functional as F
     from torchvision.utils import save_image
     from memcore import safewrite
-    if args.out:
-        safewrite.check_output_folder(args.out, "--out")
     G, _, state = load_run(args.run, args.checkpoint)
     block = moca_blocks(G)[0]
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent.parent

@@ -92,7 +92,6 @@ def render(images, layers, points, out: Path) -> Path:
 
 
 def handler(args) -> int:
-    memcore.safewrite.check_output(args.out, "--out", (".png", ".jpg", ".pdf", ".svg"))
     points = parse_points(args.points)
     G, D, state = load_networks(args.run, args.step, use_ema=not args.no_ema)
     images, layers = attention_maps(G, D, args.n, args.seed, args.nets)
