@@ -192,7 +192,7 @@ class LatentPaths(ClassifierMetric):
     share of samples inside ``num_samples`` latent paths with a low-confidence channel;
     ``ends`` the same share at the paths' two ends (plain samples), ``excess`` the difference.
     A small classifier is over-confident on a cross-fade of two classes (a 50/50 blend of two
-    Fashion-MNIST images still gets ~0.65-0.8), so the thresholded shares miss milder morphs; the
+    Fashion-MNIST images still gets ~0.55-0.8), so the thresholded shares miss milder morphs; the
     mean confidence of a sample's weakest channel, inside (``confidence_between``) and at the
     ends (``confidence_ends``), sees them."""
 
