@@ -68,9 +68,19 @@ def default_extractor():
     return memcore.slot("extractor")(kind="fashion-classifier", options=_extractor_options())
 
 
+def fidelity(module: str):
+    """A module of the fidelity plugin, whose extractors read the modes."""
+    import importlib
+    try:
+        return importlib.import_module(f"memcore_fidelity.{module}")
+    except ImportError:
+        raise memcore.MemcoreError("the stacked-modes and latent-paths metrics read images with "
+                                   "the fidelity plugin's extractors: install memcore-fidelity "
+                                   "(plugins/fidelity)") from None
+
+
 def _extractor_options():
-    from memcore_fidelity.options import ExtractorOptions
-    return ExtractorOptions()
+    return fidelity("options").ExtractorOptions()
 
 
 def read_channels(extractor, images: torch.Tensor, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,8 +116,7 @@ class ClassifierMetric(memcore.Metric):
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
         self.where = getattr(ctx, "role", "") or "metrics"
-        from memcore_fidelity.metrics import build_extractor
-        self.extractor = build_extractor(options.extractor, ctx)
+        self.extractor = fidelity("metrics").build_extractor(options.extractor, ctx)
 
     def preflight(self) -> None:
         try:
