@@ -20,6 +20,10 @@ def memcore_register_components(registry):
         help="Inception-score style classifier score from the extractor's logits (torch-fidelity).")
     add("metric", "prc", f"{_P}.metrics:PRC", f"{_P}.options:PRCOptions",
         help="Improved precision/recall of k-NN feature manifolds (torch-fidelity).")
+    add("metric", "memorisation", f"{_P}.memorisation:Memorisation",
+        f"{_P}.memorisation:MemorisationOptions",
+        help="Share of samples closer to a training image than the training images are to each "
+        "other; nearest-neighbour distances (pixels or an extractor's features).")
     add("extractor", "inception-v3-compat", f"{_P}.extractors:InceptionV3Compat",
         f"{_P}.options:InceptionOptions",
         help="The standard FID Inception-v3 (TF 2015-12-05 weights, 299 px); local weights file.")

@@ -29,6 +29,18 @@ def memcore_register_components(registry):
                  f"{_P}.affine:AffineMnistOptions",
                  help="memoryGAN's affine-MNIST: digits rotated by up to +-20 degrees and placed "
                  "at random in 40 x 40 (MNIST idx files, or opencv-doc's digits offline).")
+    registry.add("dataset", "stacked-fashion", f"{_P}.stacked:stacked_fashion",
+                 f"{_P}.stacked:StackedOptions",
+                 help="Three Fashion-MNIST images in the R, G, B channels: 1,000 known modes "
+                 "(as StackedMNIST).")
+    registry.add("metric", "stacked-modes", f"{_P}.stacked:StackedModes",
+                 f"{_P}.stacked:StackedModesOptions",
+                 help="Modes covered and KL of the mode histogram, each channel read by a "
+                 "classifier (default: the fashion-classifier).")
+    registry.add("metric", "latent-paths", f"{_P}.stacked:LatentPaths",
+                 f"{_P}.stacked:LatentPathsOptions",
+                 help="Share of low-confidence (between-cluster) samples along straight latent "
+                 "paths (memoryGAN Fig. 1; keys snapped to memory slots).")
 
 
 def viz_args(parser) -> None:

@@ -22,6 +22,10 @@ def memcore_register_components(registry):
         help="SAGAN discriminator (SN, LeakyReLU 0.1) with block slots; projection when labelled.")
     add("dataset", "stanford-dogs", f"{_P}.dogs:stanford_dogs", f"{_P}.dogs:StanfordDogsOptions",
         help="Stanford Dogs cropped to the dog boxes (Images/, Annotation/ VOC XML), 64 px.")
+    add("dataset", "twin-shapes", f"{_P}.twins:twin_shapes", f"{_P}.twins:TwinShapesOptions",
+        help="Two shapes, left and right, equal in shape and colour: long-range consistency.")
+    add("metric", "twin-match", f"{_P}.twins:TwinMatch", f"{_P}.twins:TwinMatchOptions",
+        help="Share of samples whose two shapes match in shape and colour (twin-shapes checker).")
 
 
 VIZ_HELP = "Overlay where each self-attention layer looks for chosen query points of generated images."
