@@ -72,11 +72,7 @@ def with_block_plugin(tmp_path: Path, recipe: dict, at: int = 14) -> dict:
 
 
 def run_cli(*argv) -> int:
-    """The exit status ``memcore ARGV...`` would have (argparse's refusals exit 2 itself)."""
-    try:
-        return main([str(a) for a in argv])
-    except SystemExit as stop:
-        return stop.code
+    return main([str(a) for a in argv])
 
 
 __all__ = ["ROOT", "write_recipe", "with_block_plugin", "run_cli", "tiny_recipe"]

@@ -117,10 +117,7 @@ def run_main(argv, cwd: Path) -> tuple[int, str, float]:
     err = io.StringIO()
     start = time.monotonic()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:       # argparse's refusal
-            code = exc.code
+        code = main([str(a) for a in argv])
     return code, err.getvalue(), time.monotonic() - start
 
 

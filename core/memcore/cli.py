@@ -547,7 +547,10 @@ def _main(argv, plugins_dir, given_as) -> int:
     try:
         load_plugins_dir(plugins_dir, given_as)
         parser, commands = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as stop:  # argparse's refusal (2) or --help (0): a status, as below
+            return stop.code
         if args.version:
             print(version_text())
             return 0
