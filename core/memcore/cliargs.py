@@ -99,6 +99,9 @@ def image_file(text: str) -> Path:
     """An image file Pillow can read (PNG, JPEG, ...)."""
     from PIL import Image, UnidentifiedImageError
     path = Path(text)
+    if path.exists() and not path.is_file():   # a FIFO would wait for a writer forever
+        raise argparse.ArgumentTypeError(f"expected an image file, got {text!r}: not a regular "
+                                         "file")
     try:
         with Image.open(path) as im:
             im.verify()

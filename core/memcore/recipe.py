@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import codecs
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -33,6 +35,7 @@ class RunSection:
 
 MAX_GRID = 4096  # a 64 x 64 grid of images
 MAX_KEY_DEPTH = 64
+MAX_TOML_BYTES = 64 * 2**20   # a recipe or experiment file (10^6 seeds take 7 MiB)
 MAX_SEED = 2**32 - 1  # per-rank seeds are derived as seed * 1000 + rank: this keeps them in 64 bits
 
 
@@ -153,14 +156,21 @@ class Recipe:
     plugins: PluginsSection = option(factory=PluginsSection, help="Recipe-local plugins.")
 
 
+def _nonblocking(path, flags):
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
 # -- loading ----------------------------------------------------------------------------------
 def read_toml(path: Path, _chain=()) -> dict:
-    path = Path(path).expanduser().resolve()
+    try:
+        path = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before Python 3.13)
+        raise RecipeError([f"cannot read {path}: {exc}"], str(path)) from None
     if path in _chain:
         raise RecipeError([f"extends: circular chain {' -> '.join(str(p) for p in _chain + (path,))}"],
                           str(path))
     try:
-        data = tomli.loads(_read_text(path))
+        data = tomli.loads(read_toml_text(path))
     except (ValueError, RecursionError) as exc:  # also Python's limits: 4300 digits, nesting
         raise RecipeError([f"not valid TOML: {exc}"], str(path)) from None
     base = data.pop("extends", None)
@@ -179,16 +189,27 @@ def read_toml(path: Path, _chain=()) -> dict:
     return _absolutise_locals(deep_merge(merged, data), path.parent)
 
 
-def _read_text(path: Path) -> str:
-    """A recipe file's text: UTF-8 (a UTF-8 byte-order mark is allowed), else a clear error."""
+def read_toml_text(path: Path) -> str:
+    """A TOML file's text (recipe, experiment): UTF-8 (a UTF-8 byte-order mark is allowed), else a
+    clear error. Only a regular file of at most ``MAX_TOML_BYTES`` is read: a FIFO would wait
+    forever and a device (``/dev/zero``) or a huge file would fill the memory."""
+    path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb", opener=_nonblocking) as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise RecipeError([f"{path} is not a regular file, expected a .toml file"],
+                                  str(path))
+            data = fh.read(MAX_TOML_BYTES + 1)
     except FileNotFoundError:
         raise RecipeError([f"file not found: {path}"], str(path)) from None
     except IsADirectoryError:
-        raise RecipeError([f"{path} is a folder, expected a recipe .toml file"], str(path)) from None
+        raise RecipeError([f"{path} is a folder, expected a .toml file"], str(path)) from None
     except OSError as exc:
         raise RecipeError([f"cannot read {path}: {exc.strerror or exc}"], str(path)) from None
+    if len(data) > MAX_TOML_BYTES:
+        raise RecipeError([f"{path} is larger than {MAX_TOML_BYTES // 2**20} MiB; no recipe or "
+                           "experiment file is that large"], str(path))
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE,
                         codecs.BOM_UTF32_BE)):
         raise RecipeError(["the file is UTF-16/UTF-32 encoded (byte-order mark); TOML files must "

@@ -179,6 +179,12 @@ def place_problem(folder: Path) -> str | None:
         return f"expected a writable place: {existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"expected a writable place: {existing} is not writable (read-only)"
+    try:  # os.access says yes to root everywhere, even where nothing can be made (/proc)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"expected a writable place: nothing can be created in {existing} " \
+            f"({exc.strerror or exc})"
     return None
 
 

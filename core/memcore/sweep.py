@@ -32,7 +32,7 @@ import tomli
 from . import safewrite, trust
 from .config import config, option, positive, structure
 from .errors import MemcoreError, RecipeError
-from .recipe import dumps, key_path, read_toml, recipe_from_dict, set_key
+from .recipe import dumps, key_path, read_toml, read_toml_text, recipe_from_dict, set_key
 from .registry import did_you_mean
 
 DONE = "sweep-done.json"       # written by the sweep when every command of a run has succeeded
@@ -189,7 +189,7 @@ def expand_grid(exp: Experiment) -> tuple[Experiment, list[str]]:
 
 def load_experiment(path: Path) -> Experiment:
     try:
-        raw = tomli.loads(Path(path).read_text())
+        raw = tomli.loads(read_toml_text(Path(path)))
     except FileNotFoundError:
         raise RecipeError([f"file not found: {path}"], str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -26,12 +26,14 @@ from string import Template
 import attrs
 
 from .. import __version__
+from ..cliargs import out_folder
 from ..errors import MemcoreError
 from ..registry import API_VERSION
 
 SCAFFOLD_KINDS = ("memory", "block", "generator", "discriminator", "loss", "metric", "dataset")
 TEMPLATES = Path(__file__).parent / "templates"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+MAX_NAME = 100   # memcore-NAME and the test file's name must stay folder and file names
 
 
 @attrs.frozen
@@ -121,9 +123,10 @@ def _render(template: str, values: dict) -> str:
 
 def generate(name: str, kind: str = "memory", directory: str | Path = ".") -> Path:
     """Write ``memcore-NAME`` into ``directory`` and return its path."""
-    if not _NAME.match(name or ""):
+    if not _NAME.match(name or "") or len(name) > MAX_NAME:
         raise MemcoreError(f"plugin name {name!r}: use lower-case letters, digits and single "
-                           "hyphens, starting with a letter (e.g. 'kv-memory')")
+                           f"hyphens, starting with a letter, at most {MAX_NAME} characters "
+                           "(e.g. 'kv-memory')")
     if kind not in SCAFFOLD_KINDS:
         raise MemcoreError(f"--kind {kind!r}: expected one of {', '.join(SCAFFOLD_KINDS)}")
     package = "memcore_" + name.replace("-", "_")
@@ -147,8 +150,12 @@ def generate(name: str, kind: str = "memory", directory: str | Path = ".") -> Pa
     }
     for relative, text in files.items():
         path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as exc:
+            raise MemcoreError(f"--dir {directory}: cannot write {path}: "
+                               f"{exc.strerror or exc}") from None
     return root
 
 
@@ -156,7 +163,8 @@ def configure(parser) -> None:
     parser.add_argument("name", help="Plugin name: the package is memcore-NAME, the component NAME.")
     parser.add_argument("--kind", choices=SCAFFOLD_KINDS, default="memory",
                         help="Kind of the example component (default: memory, as a block).")
-    parser.add_argument("--dir", default=".", help="Folder to create memcore-NAME in.")
+    parser.add_argument("--dir", default=".", type=out_folder,
+                        help="Folder to create memcore-NAME in.")
 
 
 def command(args) -> int:
