@@ -21,7 +21,7 @@ import tomli_w
 
 from memcore.cli import main
 from memcore.registry import get_registry
-from memcore.testing import tiny_recipe
+from memcore_kit.testing import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 FID = {"kind": "fid", "extractor": "fashion-classifier", "num_samples": 64}

@@ -1,4 +1,4 @@
-"""The plugin kit: `memcore new-plugin`, the contract checks of memcore.contracts (which must fail
+"""The plugin kit: `memcore new-plugin`, the contract checks of memcore_kit.contracts (which must fail
 on broken components, naming the contract), the 2-process runner, and the tutorial's code."""
 import importlib
 import importlib.util
@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 import memcore
-import memcore.testing
-from memcore import contracts
+import memcore_kit.testing
+from memcore_kit import contracts
 from memcore.cli import main
-from memcore.kit.scaffold import SCAFFOLD_KINDS
-from memcore.testing import run_distributed, train
+from memcore_kit.scaffold import SCAFFOLD_KINDS
+from memcore_kit.testing import run_distributed, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -569,7 +569,7 @@ def test_the_block_loss_example_adds_its_weighted_term(tmp_path, isolated_regist
 def test_local_plugin_paths_are_relative_to_the_recipe(tmp_path, isolated_registry, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "noop_plugin.py").write_text("")
-    recipe = memcore.testing.tiny_recipe(plugins={"local": ["noop_plugin.py"]})
+    recipe = memcore_kit.testing.tiny_recipe(plugins={"local": ["noop_plugin.py"]})
     (tmp_path / "sub" / "r.toml").write_text(tomli_w.dumps(recipe))
     monkeypatch.chdir(tmp_path)
     assert main(["validate", "sub/r.toml"]) == 0

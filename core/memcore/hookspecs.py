@@ -51,6 +51,16 @@ def memcore_add_commands(commands):
 
 
 @hookspec
+def memcore_run_finished(run_dir, notes):
+    """A training run ended (finished, stopped or failed): write what is
+    derived from its files into ``run_dir`` (the experiments plugin writes ``report.md`` with the
+    loss and metric curves). Called on the main process only, after the log is closed; ``notes``
+    are lines that describe the run (versions, devices, dataset, best metric). An ``OSError`` is
+    ignored (the run's own files are written), anything else is a bug in the plugin.
+    """
+
+
+@hookspec
 def memcore_eval_options(parser):
     """Add options to ``memcore eval`` (an ``argparse`` parser), read by
     :func:`memcore_eval_variants`."""

@@ -123,8 +123,9 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     finally:
         trainer.close()
     if main:
-        print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'} · "
-              f"report {trainer.run_dir / 'report.md'}")
+        report = trainer.run_dir / "report.md"  # written by a plugin (memcore_run_finished)
+        print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'}"
+              + (f" · report {report}" if report.exists() else ""))
     return trainer.run_dir
 
 

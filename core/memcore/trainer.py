@@ -34,7 +34,7 @@ from .images import save_grid
 from .logs import RunLog, read_log, torn_last_line
 from .memory import commit_all, memories_in
 from .recipe import Recipe, dumps
-from .report import write_report
+from .registry import get_registry
 from .rundir import plugin_versions
 from .step import StepContext, applies_to, module_owners, recording_block_losses
 
@@ -393,7 +393,8 @@ class Trainer:
                 self.log.close()
                 if main:
                     with contextlib.suppress(OSError):  # the report is a convenience
-                        write_report(self.run_dir, self.run_dir.name, self._report_notes())
+                        get_registry().pm.hook.memcore_run_finished(run_dir=self.run_dir,
+                                                                    notes=self._report_notes())
         if stop:
             raise Interrupted(interrupt.signum or signal.SIGINT,
                               f"stopped at step {self.step}; checkpoint saved in "
