@@ -354,3 +354,36 @@ def test_strict_mode_refuses_a_broken_plugin_file(site, plugins_dir, monkeypatch
         assert main(["--plugins-dir", str(plugins_dir), "plugins"]) == 2
     err = capsys.readouterr().err
     assert "error: plugin 'local:" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """A 2-step run made with the installed plugins (its plugins.json records base)."""
+    with use_registry(None):  # those alone, not what earlier tests registered
+        return train(tiny_recipe(), tmp_path_factory.mktemp("run"))
+
+
+@pytest.mark.parametrize("argv", [["sample", "{run}", "--out", "{tmp}/s.png"], ["eval", "{run}"],
+                                  ["run", "--resume", "{run}"]])
+def test_a_run_whose_plugin_is_gone_names_it(base_run, argv, tmp_path, monkeypatch, capsys):
+    argv = [a.format(run=base_run, tmp=tmp_path) for a in argv]
+    monkeypatch.setenv("MEMCORE_DISABLE_PLUGINS", "base")
+    with use_registry(None):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown generator 'dcgan'" in err and "Traceback" not in err
+    assert (f"the run was made with plugin(s) not loaded now: 'base' 0.1.0 (recorded in "
+            f"{base_run / 'plugins.json'})") in err
+
+
+def test_a_run_without_its_plugin_record_says_what_is_unknown(base_run, tmp_path, monkeypatch,
+                                                              capsys):
+    copy = tmp_path / "copy"
+    (copy / "checkpoints").mkdir(parents=True)
+    for checkpoint in (base_run / "checkpoints").glob("step-*.pt"):
+        (copy / "checkpoints" / checkpoint.name).write_bytes(checkpoint.read_bytes())
+    monkeypatch.setenv("MEMCORE_DISABLE_PLUGINS", "base")
+    with use_registry(None):
+        assert main(["sample", str(copy), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown generator 'dcgan'" in err and "not loaded now" not in err

@@ -5,9 +5,12 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
+
+import memcore
 
 from helpers import run_cli, tiny_recipe, with_block_plugin, write_recipe
 
@@ -27,6 +30,30 @@ class NanAtStep(memcore.Loss):
 def memcore_register_components(registry):
     registry.add("loss", "nan-at-step-3", NanAtStep, memcore.LossOptions, help="test only")
 '''
+
+
+def test_run_finished_hook_is_called_once_on_the_run_and_an_oserror_is_ignored(
+        tmp_path, monkeypatch, capsys):
+    """memcore_run_finished: the experiments plugin writes report.md through it; without that
+    plugin the run is the same, with no report; a hook's OSError does not fail the run."""
+    from memcore.registry import Registry, use_registry
+    calls = []
+
+    @memcore.hookimpl
+    def memcore_run_finished(run_dir, notes):
+        calls.append((run_dir, notes))
+        raise OSError("disk full")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEMCORE_DISABLE_PLUGINS", "experiments")
+    registry = Registry()
+    registry.load_entry_points()
+    registry.register_module(types.SimpleNamespace(memcore_run_finished=memcore_run_finished), "rec")
+    with use_registry(registry):
+        assert run_cli("run", write_recipe(tmp_path / "r.toml", tiny_recipe())) == 0
+    run = _run_dir(tmp_path)
+    assert [c[0].resolve() for c in calls] == [run] and "dataset: " in calls[0][1][0]
+    assert not (run / "report.md").exists() and "report" not in capsys.readouterr().out
 
 
 def _run_dir(tmp_path, n=1, stem="r"):

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+import attrs
+
 from . import __version__, trust
 from .cliargs import (IMAGE_EXTENSIONS, MAX_EVAL_SAMPLES, count, image_file, out_file, processes,
                       seed64)
@@ -127,16 +129,17 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .registry import KINDS, get_registry
+    from .registry import KINDS, get_registry, unknown_kind
     reg = get_registry()
     if args.kind and args.kind not in KINDS:
-        from .registry import did_you_mean
-        raise MemcoreError(f"unknown kind '{args.kind}'{did_you_mean(args.kind, KINDS)} "
-                           f"(kinds: {', '.join(KINDS)})")
+        raise MemcoreError(unknown_kind(args.kind))
     for kind in [args.kind] if args.kind else KINDS:
         unavailable = reg.unavailable(kind)
         names = sorted(set(reg.names(kind)) | set(unavailable))
         if not names:
+            if args.kind:  # asked for: say so rather than print nothing
+                print(f"{kind}: none (no installed plugin registers one; `memcore plugins` "
+                      "lists the plugins)")
             continue
         print(f"{kind}:")
         for name in names:
@@ -155,7 +158,6 @@ def cmd_list(args) -> int:
 
 def describe_options(cls) -> list[tuple[str, str, str, str]]:
     """(name, type, default, help) for every option of a config class."""
-    import attrs
     rows = []
     for f in attrs.fields(cls):
         if f.default is attrs.NOTHING:
@@ -170,10 +172,12 @@ def describe_options(cls) -> list[tuple[str, str, str, str]]:
 
 def cmd_show(args) -> int:
     from .config import defaults_of
-    from .registry import get_registry
+    from .registry import KINDS, get_registry, unknown_kind
     kind, sep, name = args.component.partition(":")
     if not sep:
         raise MemcoreError(f"expected KIND:NAME, e.g. generator:dcgan (got {args.component!r})")
+    if kind not in KINDS:
+        raise MemcoreError(unknown_kind(kind))
     entry = get_registry().get(kind, name)
     cls = entry.load_config()
     print(f"{kind}:{name} — {entry.help} (plugin '{entry.plugin}')\n")
@@ -185,11 +189,26 @@ def cmd_show(args) -> int:
                       "dataset": ("data", False), "augment": ("augment", False),
                       "loss": ("losses", True), "metric": ("metrics", True),
                       "block": ("generator.blocks", True)}.get(kind, (f"{kind}", False))
-    table = {"kind": name, **defaults_of(cls)}
-    if kind == "block":  # `at` is required: a slot of the quickstart's generator, so pasting works
+    # required keys first, as a placeholder to replace (a block's `at`: a slot of the quickstart's
+    # generator, so pasting works)
+    required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
+    table = {"kind": name, **{key: f"<{key}>" for key in required}, **defaults_of(cls)}
+    if kind == "block":
         table["at"] = example_block_position()
-    print("\n# TOML\n" + toml_table(section, table, array), end="")
+    print("\n# TOML\n" + marked_required(toml_table(section, table, array), required), end="")
     return 0
+
+
+def marked_required(snippet: str, required: list[str]) -> str:
+    """The snippet with ``# required`` after each required key of its first table (a pasted
+    snippet without them is refused; a placeholder such as ``path = "<path>"`` is to be replaced)."""
+    lines = snippet.split("\n")
+    for i, line in enumerate(lines):
+        if i and line.startswith("["):  # a sub-table: required keys are top-level options
+            break
+        if line.partition(" = ")[0] in required:
+            lines[i] = f"{line}  # required"
+    return "\n".join(lines)
 
 
 def block_slots_text(kind: str, name: str) -> str:

@@ -116,7 +116,7 @@ def slot(kind: str, *, blocks: bool = False) -> type:
 _SLOTS = {(k, b): type(f"{k.title()}Slot{'WithBlocks' if b else ''}", (Component,),
                        {"slot_kind": k, "has_blocks": b})
           for k in ("generator", "discriminator", "dataset", "loss", "augment", "metric", "block",
-                    "memory", "extractor") for b in (False, True)}
+                    "extractor") for b in (False, True)}
 
 
 class _Problem(Exception):
