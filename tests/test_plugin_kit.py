@@ -441,6 +441,39 @@ def test_generator_and_discriminator_checks():
                                       channels=1)
 
 
+def _with_idle_layer(cls, declared: bool):
+    """``cls`` with one more layer that its forward never uses (declared idle, or not)."""
+    class Idle(cls):
+        unreached_parameters = {"idle.": "a test: idle on purpose"} if declared else {}
+
+        def __init__(self):
+            super().__init__()
+            self.idle = nn.Linear(4, 4)
+    return Idle
+
+
+class PlainBlock(nn.Conv2d):
+    def __init__(self):
+        super().__init__(8, 8, 3, padding=1)
+
+
+GRADIENT_CHECKS = {
+    "block": (PlainBlock, contracts.check_block, {}),
+    "generator": (TinyGenerator, contracts.check_generator, {"resolution": 8, "channels": 1}),
+    "discriminator": (TinyDiscriminator, contracts.check_discriminator,
+                      {"resolution": 8, "channels": 1}),
+}
+
+
+@pytest.mark.parametrize("kind", GRADIENT_CHECKS)
+def test_gradient_contract_fails_on_a_parameter_nothing_reaches_unless_declared(kind):
+    cls, check, sizes = GRADIENT_CHECKS[kind]
+    with pytest.raises(AssertionError, match=rf"{kind} contract 'gradient' broken: no gradient "
+                                             r"reaches parameter\(s\) \['idle.weight', 'idle.bias'\]"):
+        check(_with_idle_layer(cls, declared=False), **sizes)
+    check(_with_idle_layer(cls, declared=True), **sizes)
+
+
 class GoodLoss(memcore.Loss):
     def __call__(self, ctx):
         sign = 1 if ctx.phase == "D" else -1

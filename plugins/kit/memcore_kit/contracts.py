@@ -588,10 +588,28 @@ def _gradient_contract(kind: str, module: nn.Module, outs: list, wrt: tuple) -> 
         sum(o.float().sum() for o in floats).backward()
         for x in wrt:
             _require(x.grad is not None, "no gradient reaches the input")
-        params = [p for p in module.parameters() if p.requires_grad]
-        _require(not params or any(p.grad is not None for p in params),
-                 "no gradient reaches any parameter")
+        unreached = [name for name in _unreached_parameters(module)
+                     if not any(name.startswith(prefix) for prefix in _declared_unreached(module))]
+        _require(not unreached, f"no gradient reaches parameter(s) {unreached}: a layer no loss "
+                 "trains is dead weight (or a wiring mistake); if it is meant to be, declare why in "
+                 "the class: unreached_parameters = {\"name prefix\": \"why\"}")
     _gradient_to_query_only(kind, module)
+
+
+def _unreached_parameters(module: nn.Module) -> list[str]:
+    """Trainable parameters without a gradient after a backward, except those of memories that
+    learn from their writes (the gradient-to-query-only contract keeps gradients off them)."""
+    skipped = {id(p) for m in _memories(module).values() if not m.learns_by_gradient
+               for p in m.parameters()}
+    return [name for name, p in module.named_parameters()
+            if p.requires_grad and p.grad is None and id(p) not in skipped]
+
+
+def _declared_unreached(module: nn.Module) -> list[str]:
+    """The parameter name prefixes the component's classes declare no loss reaches, each with
+    its reason (``unreached_parameters = {"head.": "used only with labels"}``), made absolute."""
+    return [f"{owner}.{prefix}" if owner else prefix for owner, m in module.named_modules()
+            for prefix in getattr(type(m), "unreached_parameters", {})]
 
 
 def _gradient_to_query_only(kind: str, module: nn.Module) -> None:
