@@ -16,10 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from memcore.config import config, option, positive
-from memcore.errors import MemcoreError
-from memcore.protocols import BuildContext, DatasetOptions, ImageDataset
-from memcore.safeload import load_numpy_pickle
+from memcore import (BuildContext, DatasetOptions, ImageDataset, MemcoreError, config,
+                     load_numpy_pickle, option, positive)
 
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot")
