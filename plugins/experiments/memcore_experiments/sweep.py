@@ -188,6 +188,9 @@ def expand_grid(exp: Experiment) -> tuple[Experiment, list[str]]:
 
 
 def load_experiment(path: Path) -> Experiment:
+    if not trust.knows_command_line():  # called as a library, not by `memcore sweep`
+        from memcore.cli import build_parser
+        build_parser()  # tells memcore.trust what the after commands are checked against
     try:
         raw = tomli.loads(Path(path).read_text())
     except FileNotFoundError:
