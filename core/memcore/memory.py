@@ -20,7 +20,6 @@ is two-step:
 
 * ``"gather"``: rows from all ranks are concatenated in rank order; every rank writes all of them,
   so memories stay identical and no rank's data is lost (the default).
-* ``"rank0"``: rank 0's rows are broadcast and written everywhere (identical, 1/world of the data).
 * ``"local"``: each rank writes its own rows (memories diverge; for per-rank caches only).
 
 ``generator`` is a ``torch.Generator`` seeded from the memory's write counter, identical on all
@@ -37,7 +36,7 @@ from torch import nn
 
 from . import dist
 
-SYNC_POLICIES = ("gather", "rank0", "local")
+SYNC_POLICIES = ("gather", "local")
 WRITE_POINTS = ("forward", "after_D", "after_G", "after_step")
 
 
@@ -106,8 +105,7 @@ class Memory(nn.Module):
                 if mine is None:
                     raise RuntimeError(f"{type(self).__name__}: rank {dist.rank()} staged no "
                                        f"'{name}' rows while another rank did")
-                items[name] = dist.gather_rows(mine) if self.sync == "gather" \
-                    else dist.broadcast_rows(mine, 0)
+                items[name] = dist.gather_rows(mine)
         if not items:
             return
         generator = torch.Generator(device="cpu")

@@ -510,7 +510,7 @@ def _memory_on_rank(memory, inputs, seed: int, steps: int) -> dict:
 def check_memory_distributed(memory, inputs, *, nproc: int = 2, seed: int = 0, steps: int = 2,
                              timeout: float = 300) -> None:
     """``gathered-writes-identical``: on ``nproc`` gloo processes fed different rows, a memory
-    with ``sync = "gather"`` or ``"rank0"`` holds identical state everywhere after its writes.
+    with ``sync = "gather"`` holds identical state everywhere after its writes.
 
     ``memory`` is sent to the processes by pickle: a factory (or class) defined at the top level
     of an importable module, or a ``"module:attr"`` string naming one. ``inputs`` is pickled too:
@@ -562,7 +562,7 @@ def check_distributed(kind: str, name: str, options: Mapping | None = None, *, n
                       steps: int = 2, timeout: float = 300) -> None:
     """``gathered-writes-identical`` for the memories inside a registered block, generator or
     discriminator: on ``nproc`` gloo processes fed different inputs, every memory whose sync is
-    ``"gather"`` or ``"rank0"`` holds identical state on every rank after its writes. One-off
+    ``"gather"`` holds identical state on every rank after its writes. One-off
     plugin files loaded here are loaded in the processes too."""
     from memcore.registry import get_registry
     from .distributed import run_distributed
