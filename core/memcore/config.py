@@ -354,11 +354,6 @@ def _fmt_path(path) -> str:
     return out or "(top level)"
 
 
-def collect_problems(exc: BaseException, raw) -> list[str]:
-    """Flatten a cattrs exception tree into ``key.path = value: message`` lines."""
-    return [message for _, message in _problems(exc, raw)]
-
-
 def _problems(exc: BaseException, raw, path=()) -> list[tuple[tuple | None, str]]:
     """(key path of the bad value, or None where leaving it out cannot help, message) pairs."""
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
