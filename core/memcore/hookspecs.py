@@ -14,7 +14,7 @@ the plugin that raised it and the other plugins keep working.
 
 Training-time behaviour (memory writes, auxiliary losses, phase callbacks) is not a pluggy hook: it
 belongs to the components a recipe names, see ``docs/protocols.md``. A plugin that is installed but
-not used by a recipe therefore never runs during training.
+not used by a recipe therefore never runs during training; ``memcore_run_finished`` runs after it.
 """
 from __future__ import annotations
 
