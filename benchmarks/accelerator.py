@@ -238,7 +238,7 @@ def plugin_helper(relative: str):
 
 def synthetic_images(resolution: int, channels: int, classes: int, n: int, seed: int = 0):
     """A labelled (classes > 0) or unlabelled in-memory dataset of smooth random uint8 images."""
-    from memcore.datasets import TensorImageDataset
+    from memcore_datasets.images import TensorImageDataset
     g = torch.Generator().manual_seed(seed)
     blobs = F.interpolate(torch.rand(n, channels, 4, 4, generator=g), size=(resolution,) * 2,
                           mode="bilinear", align_corners=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import tomli_w
 
 from memcore.cli import main
-from memcore.testing import tiny_recipe
+from memcore_kit.testing import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

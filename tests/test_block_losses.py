@@ -9,7 +9,7 @@ from torch import nn
 
 import memcore
 from memcore.step import module_owners, recording_block_losses
-from memcore.testing import tiny_recipe, train
+from memcore_kit.testing import tiny_recipe, train
 
 PULL_PLUGIN = '''
 import torch

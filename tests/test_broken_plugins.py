@@ -7,7 +7,7 @@ import pytest
 import memcore
 from memcore.cli import main
 from memcore.registry import PluginError, Registry, use_registry
-from memcore.testing import tiny_recipe, train
+from memcore_kit.testing import tiny_recipe, train
 
 GOOD = '''
 import memcore
@@ -124,7 +124,7 @@ def status(registry, name):
 def test_each_broken_plugin_is_reported_by_name(registry, capsys):
     assert status(registry, "good") == ("ok", "")
     assert registry.plugins["good"].dist == "memcore-test-good"
-    assert status(registry, "base")[0] == status(registry, "builtin")[0] == "ok"
+    assert status(registry, "base")[0] == status(registry, "datasets")[0] == "ok"
     assert status(registry, "explodes")[0] == "ok"  # it only fails when a recipe builds it
 
     state, error = status(registry, "broken-import")
@@ -241,8 +241,8 @@ def test_disable_plugins(site, monkeypatch):
 
 
 def test_load_plugins_allow_list(site, monkeypatch):
-    reg = load(monkeypatch, MEMCORE_LOAD_PLUGINS="good,builtin")
-    assert {n for n, p in reg.plugins.items() if p.status != "disabled"} == {"good", "builtin"}
+    reg = load(monkeypatch, MEMCORE_LOAD_PLUGINS="good,datasets")
+    assert {n for n, p in reg.plugins.items() if p.status != "disabled"} == {"good", "datasets"}
     assert reg.names("loss") == ["good-loss"] and "fashion-mnist" in reg.names("dataset")
     reg = load(monkeypatch, MEMCORE_LOAD_PLUGINS="")
     assert all(p.status == "disabled" for p in reg.plugins.values()) and not reg.entries
@@ -348,9 +348,42 @@ def test_broken_plugin_files_are_isolated_like_entry_points(registry, plugins_di
 
 
 def test_strict_mode_refuses_a_broken_plugin_file(site, plugins_dir, monkeypatch, capsys):
-    monkeypatch.setenv("MEMCORE_LOAD_PLUGINS", "good,base,builtin")
+    monkeypatch.setenv("MEMCORE_LOAD_PLUGINS", "good,base,datasets")
     monkeypatch.setenv("MEMCORE_STRICT_PLUGINS", "1")
     with use_registry(None):
         assert main(["--plugins-dir", str(plugins_dir), "plugins"]) == 2
     err = capsys.readouterr().err
     assert "error: plugin 'local:" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """A 2-step run made with the installed plugins (its plugins.json records base)."""
+    with use_registry(None):  # those alone, not what earlier tests registered
+        return train(tiny_recipe(), tmp_path_factory.mktemp("run"))
+
+
+@pytest.mark.parametrize("argv", [["sample", "{run}", "--out", "{tmp}/s.png"], ["eval", "{run}"],
+                                  ["run", "--resume", "{run}"]])
+def test_a_run_whose_plugin_is_gone_names_it(base_run, argv, tmp_path, monkeypatch, capsys):
+    argv = [a.format(run=base_run, tmp=tmp_path) for a in argv]
+    monkeypatch.setenv("MEMCORE_DISABLE_PLUGINS", "base")
+    with use_registry(None):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown generator 'dcgan'" in err and "Traceback" not in err
+    assert (f"the run was made with plugin(s) not loaded now: 'base' 0.1.0 (recorded in "
+            f"{base_run / 'plugins.json'})") in err
+
+
+def test_a_run_without_its_plugin_record_says_what_is_unknown(base_run, tmp_path, monkeypatch,
+                                                              capsys):
+    copy = tmp_path / "copy"
+    (copy / "checkpoints").mkdir(parents=True)
+    for checkpoint in (base_run / "checkpoints").glob("step-*.pt"):
+        (copy / "checkpoints" / checkpoint.name).write_bytes(checkpoint.read_bytes())
+    monkeypatch.setenv("MEMCORE_DISABLE_PLUGINS", "base")
+    with use_registry(None):
+        assert main(["sample", str(copy), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown generator 'dcgan'" in err and "not loaded now" not in err

@@ -1,7 +1,13 @@
 """Every core command, in-process (exit codes and output)."""
 import json
+import re
+
+import attrs
+import pytest
+import tomli
 
 from helpers import ROOT, run_cli
+from memcore.registry import KINDS, PluginError, Registry, get_registry
 
 
 def test_version_lists_plugins(capsys):
@@ -30,6 +36,28 @@ def test_list(capsys):
     assert "did you mean 'loss'" in capsys.readouterr().err
 
 
+def test_list_of_each_kind_names_its_components(capsys):
+    for kind in KINDS:  # the first-party plugins register every kind
+        assert run_cli("list", kind) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"{kind}:" and len(lines) > 1, kind
+
+
+def test_a_kind_nobody_registers_is_listed_as_none(capsys, empty_registry):
+    assert run_cli("list", "block") == 0
+    assert capsys.readouterr().out.startswith("block: none (no installed plugin registers one")
+
+
+def test_memory_is_no_kind_and_says_where_memories_live(capsys):
+    for argv in [("list", "memory"), ("list", "memry"), ("show", "memory:fifo")]:
+        assert run_cli(*argv) == 2
+        err = capsys.readouterr().err
+        assert "unknown kind 'mem" in err and "lives inside the block, generator or " \
+            "discriminator" in err and "(kinds: generator," in err, argv
+    with pytest.raises(PluginError, match="registers unknown kind 'memory'; a memory"):
+        Registry().add("memory", "fifo", "m:Fifo")
+
+
 def test_show(capsys):
     assert run_cli("show", "loss:r1") == 0
     out = capsys.readouterr().out
@@ -38,6 +66,26 @@ def test_show(capsys):
     assert "did you mean 'dcgan'" in capsys.readouterr().err
     assert run_cli("show", "dcgan") == 2
     assert "KIND:NAME" in capsys.readouterr().err
+
+
+def test_every_snippet_is_toml_with_each_required_key_marked(capsys):
+    registry = get_registry()
+    for kind, name in sorted(registry.entries):
+        assert run_cli("show", f"{kind}:{name}") == 0
+        snippet = capsys.readouterr().out.split("# TOML\n", 1)[1]
+        table = tomli.loads(snippet)
+        table = next(iter(table.values()))
+        table = table[0] if isinstance(table, list) else table
+        table = table.get("blocks", [table])[0] if kind == "block" else table
+        for f in attrs.fields(registry.get(kind, name).load_config()):
+            if f.default is attrs.NOTHING:
+                assert f.name in table, (kind, name, f.name)
+                assert re.search(rf"^{f.name} = .*  # required$", snippet, re.M), (kind, name)
+
+
+def test_a_required_option_without_example_gets_a_placeholder(capsys):
+    assert run_cli("show", "dataset:image-folder") == 0
+    assert '[data]\nkind = "image-folder"\npath = "<path>"  # required\n' in capsys.readouterr().out
 
 
 def test_validate_prints_resolved(capsys):

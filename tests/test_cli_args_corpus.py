@@ -26,7 +26,7 @@ from PIL import Image
 
 from memcore import cliargs
 from memcore.cli import build_parser, main
-from memcore.kit.testing import tiny_recipe, train
+from memcore_kit.testing import tiny_recipe, train
 
 # compare's arguments and inputs belong to its own rewrite (issue 27) and are tested with it
 NOT_HERE = {"compare"}
@@ -338,7 +338,7 @@ def test_sweep_names_a_saved_recipe_that_is_not_utf8(folder):
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b'"done"'])
 def test_sweep_counts_a_damaged_done_file_as_not_finished(content, folder):
     from memcore.recipe import dumps
-    from memcore.sweep import plan
+    from memcore_experiments.sweep import plan
     path = experiment(folder)
     (run,) = plan(path)[2]
     run.dir.mkdir(parents=True)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from memcore.cli import main
-from memcore.compare import summary, t_quantile, welch
+from memcore_experiments.compare import summary, t_quantile, welch
 
 # final fid of each seed; the step-100 values make "best" differ from "final"
 BASE = {0: (9.0, 10.0), 1: (13.0, 12.0), 2: (16.0, 14.0)}       # best 9, 12, 14 at 100, 200, 200
@@ -413,7 +413,7 @@ def test_real_runs_log_their_costs_and_data_hashes(tmp_path, monkeypatch, capsys
     latent stream, equal for two runs of one recipe and seed; a run of the same seed on a
     smaller dataset saw other batches from the same latent stream."""
     import tomli_w
-    from memcore.testing import tiny_recipe
+    from memcore_kit.testing import tiny_recipe
     monkeypatch.chdir(tmp_path)
     recipe = tiny_recipe()
     recipe["data"]["limit"] = 64
@@ -443,11 +443,11 @@ def test_a_huge_smooth_window_averages_everything(experiment, tmp_path, capsys):
 
 
 def test_a_failed_write_exits_2_and_leaves_no_figures(experiment, tmp_path, capsys, monkeypatch):
-    import memcore.compare
+    import memcore_experiments.compare
 
     def full_disk(path, text, inside=None):
         raise OSError(28, "No space left on device", str(path))
-    monkeypatch.setattr(memcore.compare.safewrite, "write_text", full_disk)
+    monkeypatch.setattr(memcore_experiments.compare.safewrite, "write_text", full_disk)
     assert main(["compare", str(experiment), "--out", str(tmp_path / "out" / "r.md")]) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -42,7 +42,7 @@ def test_classes_limit_resolution_channels():
 def test_fashion_mnist_missing_explains_install(tmp_path, monkeypatch):
     with pytest.raises(MemcoreError, match="no train-images-idx3-ubyte.gz"):
         dataset("fashion-mnist", path=str(tmp_path))
-    import memcore.datasets as datasets
+    import memcore_datasets.images as datasets
     import torchvision.datasets
 
     def offline(*a, **k):
@@ -56,7 +56,7 @@ def test_fashion_mnist_missing_explains_install(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_is_sized_from_headers_and_decoded_on_first_use(monkeypatch):
-    import memcore.datasets as datasets
+    import memcore_datasets.images as datasets
     decoded = []
     read_idx = datasets._read_idx
     monkeypatch.setattr(datasets, "_read_idx", lambda path: decoded.append(path.name) or

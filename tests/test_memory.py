@@ -36,6 +36,20 @@ def test_stage_then_commit_outside_autograd():
     assert int(m.write_count) == 1
 
 
+def test_stage_refuses_other_names_before_a_commit():
+    m = Log()
+    m.stage(x=torch.ones(1, 3))
+    for names in [{"key": torch.ones(1, 3)}, {"x": torch.ones(1, 3), "y": torch.ones(1, 3)}, {}]:
+        with pytest.raises(ValueError, match=r"Log.stage\(.*\): every stage\(\) before a commit "
+                                             r"must name the same rows as the first one \(x\)"):
+            m.stage(**names)
+    m.stage(x=torch.ones(2, 3))  # the same names: fine, and so after the commit any names
+    m.commit()
+    assert torch.equal(m.sum, torch.full((3,), 3.0))
+    m.stage(y=torch.ones(1, 3))
+    m.discard_staged()
+
+
 def test_eval_mode_policy():
     m = Log().eval()
     m(torch.ones(2, 3))

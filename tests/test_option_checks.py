@@ -21,7 +21,7 @@ import tomli_w
 
 from memcore.cli import main
 from memcore.registry import get_registry
-from memcore.testing import tiny_recipe
+from memcore_kit.testing import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 FID = {"kind": "fid", "extractor": "fashion-classifier", "num_samples": 64}
@@ -45,8 +45,6 @@ CASES = [
     _case("optim-beta-1", True, {"optim": {"G": {"betas": [0.5, 1.0]}}},
           "optim.G.betas", "entry 1 is 1.0", "[0.0, 1.0)"),
     _case("ema-decay-1", True, {"ema": {"decay": 1.0}}, "ema.decay = 1.0", "[0.0, 1.0)"),
-    _case("ema-rampup-alone", True, {"ema": {"rampup": 0.05}},
-          "ema.rampup = 0.05", "ema.half_life_kimg"),
     _case("loss-weight-negative", True, {"losses[0].weight": -1.0}, "losses[0].weight = -1.0"),
     _case("data-classes-twice", True, {"data.classes": [3, 5, 3]},
           "data.classes", "3 is given twice"),

@@ -1,4 +1,4 @@
-"""The plugin kit: `memcore new-plugin`, the contract checks of memcore.contracts (which must fail
+"""The plugin kit: `memcore new-plugin`, the contract checks of memcore_kit.contracts (which must fail
 on broken components, naming the contract), the 2-process runner, and the tutorial's code."""
 import importlib
 import importlib.util
@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 import memcore
-import memcore.testing
-from memcore import contracts
+import memcore_kit.testing
+from memcore_kit import contracts
 from memcore.cli import main
-from memcore.kit.scaffold import SCAFFOLD_KINDS
-from memcore.testing import run_distributed, train
+from memcore_kit.scaffold import SCAFFOLD_KINDS
+from memcore_kit.testing import run_distributed, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -441,6 +441,39 @@ def test_generator_and_discriminator_checks():
                                       channels=1)
 
 
+def _with_idle_layer(cls, declared: bool):
+    """``cls`` with one more layer that its forward never uses (declared idle, or not)."""
+    class Idle(cls):
+        unreached_parameters = {"idle.": "a test: idle on purpose"} if declared else {}
+
+        def __init__(self):
+            super().__init__()
+            self.idle = nn.Linear(4, 4)
+    return Idle
+
+
+class PlainBlock(nn.Conv2d):
+    def __init__(self):
+        super().__init__(8, 8, 3, padding=1)
+
+
+GRADIENT_CHECKS = {
+    "block": (PlainBlock, contracts.check_block, {}),
+    "generator": (TinyGenerator, contracts.check_generator, {"resolution": 8, "channels": 1}),
+    "discriminator": (TinyDiscriminator, contracts.check_discriminator,
+                      {"resolution": 8, "channels": 1}),
+}
+
+
+@pytest.mark.parametrize("kind", GRADIENT_CHECKS)
+def test_gradient_contract_fails_on_a_parameter_nothing_reaches_unless_declared(kind):
+    cls, check, sizes = GRADIENT_CHECKS[kind]
+    with pytest.raises(AssertionError, match=rf"{kind} contract 'gradient' broken: no gradient "
+                                             r"reaches parameter\(s\) \['idle.weight', 'idle.bias'\]"):
+        check(_with_idle_layer(cls, declared=False), **sizes)
+    check(_with_idle_layer(cls, declared=True), **sizes)
+
+
 class GoodLoss(memcore.Loss):
     def __call__(self, ctx):
         sign = 1 if ctx.phase == "D" else -1
@@ -569,7 +602,7 @@ def test_the_block_loss_example_adds_its_weighted_term(tmp_path, isolated_regist
 def test_local_plugin_paths_are_relative_to_the_recipe(tmp_path, isolated_registry, monkeypatch):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "noop_plugin.py").write_text("")
-    recipe = memcore.testing.tiny_recipe(plugins={"local": ["noop_plugin.py"]})
+    recipe = memcore_kit.testing.tiny_recipe(plugins={"local": ["noop_plugin.py"]})
     (tmp_path / "sub" / "r.toml").write_text(tomli_w.dumps(recipe))
     monkeypatch.chdir(tmp_path)
     assert main(["validate", "sub/r.toml"]) == 0

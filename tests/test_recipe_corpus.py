@@ -25,7 +25,7 @@ from memcore.cli import main
 from memcore.config import Component, MAX_COUNT
 from memcore.recipe import Recipe
 from memcore.registry import get_registry
-from memcore.testing import tiny_recipe
+from memcore_kit.testing import tiny_recipe
 
 SETTINGS = settings(max_examples=2, deadline=None, database=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))

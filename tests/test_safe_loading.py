@@ -17,7 +17,7 @@ import torch
 import memcore
 from memcore import checkpoint
 from memcore.safeload import load_numpy_pickle
-from memcore.testing import plant_code_pickle as plant
+from memcore_kit.testing import plant_code_pickle as plant
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_numpy_pickles_admit_arrays_only(tmp_path, code_marker):
 
 def test_animal_mnist_reads_through_the_numpy_only_unpickler(tmp_path, code_marker, monkeypatch):
     pytest.importorskip("animal_mnist")
-    from memcore.datasets import _numpy_pickle
+    from memcore_datasets.images import _numpy_pickle
     bad = plant(tmp_path / "animal_data_version_3.gz", code_marker, "gzip")
     with pytest.raises(memcore.MemcoreError, match="refused"):
         _numpy_pickle(bad, "animal-mnist data file")

@@ -16,7 +16,7 @@ import pytest
 
 from helpers import run_cli as _run_cli, tiny_recipe, write_recipe
 from memcore import MemcoreError, checkpoint, safewrite
-from memcore.sweep import DONE, EXPERIMENT_INFO, LOG, Job, PlannedRun, check_links, \
+from memcore_experiments.sweep import DONE, EXPERIMENT_INFO, LOG, Job, PlannedRun, check_links, \
     write_experiment_info, load_experiment
 from test_metrics_core import METRIC_PLUGIN
 

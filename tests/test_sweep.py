@@ -13,8 +13,8 @@ import tomli_w
 
 from memcore.cli import main
 from memcore.recipe import dumps
-from memcore.sweep import DONE, plan, thread_plan
-from memcore.testing import tiny_recipe
+from memcore_experiments.sweep import DONE, plan, thread_plan
+from memcore_kit.testing import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ import pytest
 import tomli_w
 
 from memcore.cli import main
-from memcore.sweep import load_experiment, plan
-from memcore.testing import tiny_recipe
+from memcore_experiments.sweep import load_experiment, plan
+from memcore_kit.testing import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(ROOT.glob("plugins/*/experiments/*.toml"))

@@ -5,9 +5,12 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
+
+import memcore
 
 from helpers import run_cli, tiny_recipe, with_block_plugin, write_recipe
 
@@ -27,6 +30,30 @@ class NanAtStep(memcore.Loss):
 def memcore_register_components(registry):
     registry.add("loss", "nan-at-step-3", NanAtStep, memcore.LossOptions, help="test only")
 '''
+
+
+def test_run_finished_hook_is_called_once_on_the_run_and_an_oserror_is_ignored(
+        tmp_path, monkeypatch, capsys):
+    """memcore_run_finished: the experiments plugin writes report.md through it; without that
+    plugin the run is the same, with no report; a hook's OSError does not fail the run."""
+    from memcore.registry import Registry, use_registry
+    calls = []
+
+    @memcore.hookimpl
+    def memcore_run_finished(run_dir, notes):
+        calls.append((run_dir, notes))
+        raise OSError("disk full")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEMCORE_DISABLE_PLUGINS", "experiments")
+    registry = Registry()
+    registry.load_entry_points()
+    registry.register_module(types.SimpleNamespace(memcore_run_finished=memcore_run_finished), "rec")
+    with use_registry(registry):
+        assert run_cli("run", write_recipe(tmp_path / "r.toml", tiny_recipe())) == 0
+    run = _run_dir(tmp_path)
+    assert [c[0].resolve() for c in calls] == [run] and "dataset: " in calls[0][1][0]
+    assert not (run / "report.md").exists() and "report" not in capsys.readouterr().out
 
 
 def _run_dir(tmp_path, n=1, stem="r"):
@@ -253,5 +280,34 @@ def test_ema_half_life_with_rampup():
     assert Trainer.ema_decay(t) == pytest.approx(0.5 ** (32 / 160))
     t.step = 100000
     assert Trainer.ema_decay(t) == pytest.approx(0.5 ** (32 / 10000))
-    ema.half_life_kimg = None
+    ema.half_life_kimg = None  # rampup with a plain decay: 0.9 is a half-life of 210.5 images
+    assert Trainer.ema_decay(t) == pytest.approx(0.9)
+    t.step = 100  # capped at 160 images
+    assert Trainer.ema_decay(t) == pytest.approx(0.5 ** (32 / 160))
+    ema.rampup = None
     assert Trainer.ema_decay(t) == 0.9
+
+
+@pytest.mark.parametrize("decay, start, every, step, share", [
+    (0.999, 0, 1, 100, 0.999 ** 100), (0.9, 0, 1, 6, 0.9 ** 6), (0.9, 0, 1, 7, 0.9 ** 7),
+    (0.99, 10, 1, 60, 0.99 ** 50), (0.99, 10, 4, 60, 0.99 ** 13), (0.99, 0, 1, 0, 1.0)])
+def test_ema_initial_share_is_the_product_of_decays_since_start(decay, start, every, step, share):
+    from types import SimpleNamespace
+    from memcore.trainer import Trainer
+    ema = SimpleNamespace(start=start, decay=decay, half_life_kimg=None, rampup=None, every=every)
+    t = SimpleNamespace(recipe=SimpleNamespace(ema=ema, train=SimpleNamespace(batch_size=8)),
+                        step=step)
+    t.ema_decay = lambda s=None: Trainer.ema_decay(t, s)
+    assert Trainer.ema_initial_share(t) == pytest.approx(share)  # 0.9 ** 7 < 0.5: where it stops
+
+
+def test_a_run_says_when_its_ema_generator_is_mostly_its_first_weights(tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("run", write_recipe(tmp_path / "r.toml", tiny_recipe())) == 0  # 4 steps, 0.999
+    out = capsys.readouterr().out
+    assert out.count("the EMA generator (samples, metrics) is still 100% the G of step 0") == 1
+    assert "ema.rampup = 0.05" in out
+    recipe = tiny_recipe(ema={"rampup": 0.05})
+    assert run_cli("run", write_recipe(tmp_path / "r2.toml", recipe)) == 0
+    assert "EMA generator" not in capsys.readouterr().out

@@ -14,9 +14,9 @@ import torch
 
 from memcore import trust
 from memcore.cli import build_parser, main
-from memcore.kit.testing import train
-from memcore.sweep import commands_of, plan
-from memcore.testing import tiny_recipe
+from memcore_kit.testing import train
+from memcore_experiments.sweep import commands_of, plan
+from memcore_kit.testing import tiny_recipe
 
 # Imported, it leaves a marker beside itself: the one sign the tests need that code ran.
 PLANTED = '''

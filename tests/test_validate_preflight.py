@@ -12,7 +12,7 @@ import tomli_w
 from PIL import Image
 
 from memcore.cli import main
-from memcore.testing import tiny_recipe
+from memcore_kit.testing import tiny_recipe
 
 
 @pytest.fixture

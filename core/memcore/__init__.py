@@ -29,7 +29,7 @@ _LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in name
 
 def __getattr__(name):
     import importlib
-    if name in ("dist", "contracts", "testing", "safewrite"):  # public submodules, as attributes too
+    if name in ("dist", "safewrite"):  # public submodules, as attributes too
         return importlib.import_module(f".{name}", __name__)
     if name not in _LAZY_MODULE:
         raise AttributeError(f"module 'memcore' has no attribute {name!r}")

@@ -8,9 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+import attrs
+
 from . import __version__, trust
-from .cliargs import (CORES, IMAGE_EXTENSIONS, MAX_EVAL_SAMPLES, count, finite_float, image_file,
-                      out_file, processes, seed64)
+from .cliargs import (IMAGE_EXTENSIONS, MAX_EVAL_SAMPLES, count, image_file, out_file, processes,
+                      seed64)
 from .errors import MemcoreError
 from .registry import deferred
 
@@ -127,16 +129,17 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .registry import KINDS, get_registry
+    from .registry import KINDS, get_registry, unknown_kind
     reg = get_registry()
     if args.kind and args.kind not in KINDS:
-        from .registry import did_you_mean
-        raise MemcoreError(f"unknown kind '{args.kind}'{did_you_mean(args.kind, KINDS)} "
-                           f"(kinds: {', '.join(KINDS)})")
+        raise MemcoreError(unknown_kind(args.kind))
     for kind in [args.kind] if args.kind else KINDS:
         unavailable = reg.unavailable(kind)
         names = sorted(set(reg.names(kind)) | set(unavailable))
         if not names:
+            if args.kind:  # asked for: say so rather than print nothing
+                print(f"{kind}: none (no installed plugin registers one; `memcore plugins` "
+                      "lists the plugins)")
             continue
         print(f"{kind}:")
         for name in names:
@@ -155,7 +158,6 @@ def cmd_list(args) -> int:
 
 def describe_options(cls) -> list[tuple[str, str, str, str]]:
     """(name, type, default, help) for every option of a config class."""
-    import attrs
     rows = []
     for f in attrs.fields(cls):
         if f.default is attrs.NOTHING:
@@ -170,10 +172,12 @@ def describe_options(cls) -> list[tuple[str, str, str, str]]:
 
 def cmd_show(args) -> int:
     from .config import defaults_of
-    from .registry import get_registry
+    from .registry import KINDS, get_registry, unknown_kind
     kind, sep, name = args.component.partition(":")
     if not sep:
         raise MemcoreError(f"expected KIND:NAME, e.g. generator:dcgan (got {args.component!r})")
+    if kind not in KINDS:
+        raise MemcoreError(unknown_kind(kind))
     entry = get_registry().get(kind, name)
     cls = entry.load_config()
     print(f"{kind}:{name} — {entry.help} (plugin '{entry.plugin}')\n")
@@ -185,11 +189,26 @@ def cmd_show(args) -> int:
                       "dataset": ("data", False), "augment": ("augment", False),
                       "loss": ("losses", True), "metric": ("metrics", True),
                       "block": ("generator.blocks", True)}.get(kind, (f"{kind}", False))
-    table = {"kind": name, **defaults_of(cls)}
-    if kind == "block":  # `at` is required: a slot of the quickstart's generator, so pasting works
+    # required keys first, as a placeholder to replace (a block's `at`: a slot of the quickstart's
+    # generator, so pasting works)
+    required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
+    table = {"kind": name, **{key: f"<{key}>" for key in required}, **defaults_of(cls)}
+    if kind == "block":
         table["at"] = example_block_position()
-    print("\n# TOML\n" + toml_table(section, table, array), end="")
+    print("\n# TOML\n" + marked_required(toml_table(section, table, array), required), end="")
     return 0
+
+
+def marked_required(snippet: str, required: list[str]) -> str:
+    """The snippet with ``# required`` after each required key of its first table (a pasted
+    snippet without them is refused; a placeholder such as ``path = "<path>"`` is to be replaced)."""
+    lines = snippet.split("\n")
+    for i, line in enumerate(lines):
+        if i and line.startswith("["):  # a sub-table: required keys are top-level options
+            break
+        if line.partition(" = ")[0] in required:
+            lines[i] = f"{line}  # required"
+    return "\n".join(lines)
 
 
 def block_slots_text(kind: str, name: str) -> str:
@@ -328,52 +347,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-# -- sweep / compare --------------------------------------------------------------------------
-def cmd_sweep(args) -> int:
-    from .sweep import sweep
-    return sweep(Path(args.experiment), jobs=args.jobs, nproc=args.nproc, cores=args.cores,
-                 dry_run=args.dry_run, portable=args.portable, status_every=args.status_every,
-                 plugins_dir=args.plugins_dir)
-
-
-def sweep_args(p):
-    p.add_argument("experiment", metavar="EXPERIMENT", help="Experiment TOML file "
-                   "(docs/experiments.md).")
-    p.add_argument("--jobs", type=count(1, CORES), default=1, help="Runs at once, as "
-                   "separate processes; the cores are divided between them.")
-    p.add_argument("--nproc", type=processes, default=0, help="Processes per run (torchrun), "
-                   "as for memcore run --nproc.")
-    p.add_argument("--cores", type=count(1, CORES, "this machine's cores"),
-                   help="Cores to divide (default: those this process may use).")
-    p.add_argument("--dry-run", action="store_true", help="Validate and list what would run.")
-    p.add_argument("--portable", action="store_true", help="With --dry-run: validate without "
-                   "this machine's datasets and weights (an experiment meant for another one).")
-    p.add_argument("--status-every", type=finite_float(0, 86400, lo_open=True), default=60.0,
-                   metavar="SECONDS",
-                   help="Seconds between progress lines of the running runs.")
-
-
-def cmd_compare(args) -> int:
-    from .compare import compare
-    return compare(args.runs, metric=args.metric, out=args.out, as_json=args.json,
-                   baseline=args.baseline, smooth=args.smooth)
-
-
-def compare_args(p):
-    p.add_argument("runs", nargs="+", metavar="DIR|RUN", help="Run folders, or folders holding "
-                   "runs (a sweep's <root>/<experiment>).")
-    p.add_argument("--metric", action="append", metavar="NAME", help="Only this metric (fid, or "
-                   "fid@fashion-classifier; repeatable).")
-    p.add_argument("--baseline", metavar="VARIANT", help="Variant the others are tested against "
-                   "(default: the experiment's, else the first).")
-    p.add_argument("--out", metavar="FILE", help="Write the report here (.md; .json with "
-                   "--json) and the figures next to it (FILE-stem-*.png); default: print the "
-                   "report, no figures.")
-    p.add_argument("--json", action="store_true", help="The report as JSON instead of Markdown.")
-    p.add_argument("--smooth", type=int, default=10, metavar="N",
-                   help="Moving average over N log lines for the loss figure.")
-
-
 # -- entry ------------------------------------------------------------------------------------
 def build_parser():
     parser = argparse.ArgumentParser(prog="memcore", description="Memory and attention in GANs.")
@@ -455,10 +428,6 @@ def build_parser():
                       file=sys.stderr)
     commands.add("eval", "Compute metrics on a finished run; writes JSON into the run.",
                  eval_args, cmd_eval, evaluates_run=True)
-    commands.add("sweep", "Train every variant x seed of an experiment file (resumable).",
-                 sweep_args, cmd_sweep)
-    commands.add("compare", "Compare runs: metrics over seeds with intervals and tests, figures.",
-                 compare_args, cmd_compare)
 
     for impl in reg.pm.hook.memcore_add_commands.get_hookimpls():
         commands.plugin = impl.plugin_name

@@ -116,7 +116,7 @@ def slot(kind: str, *, blocks: bool = False) -> type:
 _SLOTS = {(k, b): type(f"{k.title()}Slot{'WithBlocks' if b else ''}", (Component,),
                        {"slot_kind": k, "has_blocks": b})
           for k in ("generator", "discriminator", "dataset", "loss", "augment", "metric", "block",
-                    "memory", "extractor") for b in (False, True)}
+                    "extractor") for b in (False, True)}
 
 
 class _Problem(Exception):
@@ -352,11 +352,6 @@ def _fmt_path(path) -> str:
     for p in path:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "(top level)"
-
-
-def collect_problems(exc: BaseException, raw) -> list[str]:
-    """Flatten a cattrs exception tree into ``key.path = value: message`` lines."""
-    return [message for _, message in _problems(exc, raw)]
 
 
 def _problems(exc: BaseException, raw, path=()) -> list[tuple[tuple | None, str]]:

@@ -14,7 +14,7 @@ the plugin that raised it and the other plugins keep working.
 
 Training-time behaviour (memory writes, auxiliary losses, phase callbacks) is not a pluggy hook: it
 belongs to the components a recipe names, see ``docs/protocols.md``. A plugin that is installed but
-not used by a recipe therefore never runs during training.
+not used by a recipe therefore never runs during training; ``memcore_run_finished`` runs after it.
 """
 from __future__ import annotations
 
@@ -47,6 +47,16 @@ def memcore_add_commands(commands):
     is a run, it writes only inside that run): an experiment's ``after`` commands may run it
     (``eval``, ``sample`` and every ``viz`` are such commands; docs/trust.md).
     ``commands.add_viz(name, help, configure, handler)`` adds ``memcore viz NAME``.
+    """
+
+
+@hookspec
+def memcore_run_finished(run_dir, notes):
+    """A training run ended (finished, stopped or failed): write what is
+    derived from its files into ``run_dir`` (the experiments plugin writes ``report.md`` with the
+    loss and metric curves). Called on the main process only, after the log is closed; ``notes``
+    are lines that describe the run (versions, devices, dataset, best metric). An ``OSError`` is
+    ignored (the run's own files are written), anything else is a bug in the plugin.
     """
 
 

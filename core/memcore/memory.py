@@ -8,8 +8,8 @@ such as a learned class-prototype codebook). Writing changes buffers only, never
 is two-step:
 
 1. During a forward pass the memory calls ``self.stage(name=tensor, ...)`` with the rows it wants to
-   write (keys, values, labels; dim 0 indexes items). Nothing changes yet, and nothing is staged in
-   eval mode unless ``write_in_eval`` is set.
+   write (keys, values, labels; dim 0 indexes items), under the same names at every call before a
+   commit. Nothing changes yet, and nothing is staged in eval mode unless ``write_in_eval`` is set.
 2. At the declared point of the step (``write_at``) the core commits: it applies the distributed
    policy ``sync`` to the staged rows, then calls ``write(items, generator)`` under ``no_grad``.
    Rows staged after that point (say, in the G phase of a memory written ``after_D``) are dropped
@@ -20,7 +20,6 @@ is two-step:
 
 * ``"gather"``: rows from all ranks are concatenated in rank order; every rank writes all of them,
   so memories stay identical and no rank's data is lost (the default).
-* ``"rank0"``: rank 0's rows are broadcast and written everywhere (identical, 1/world of the data).
 * ``"local"``: each rank writes its own rows (memories diverge; for per-rank caches only).
 
 ``generator`` is a ``torch.Generator`` seeded from the memory's write counter, identical on all
@@ -37,7 +36,7 @@ from torch import nn
 
 from . import dist
 
-SYNC_POLICIES = ("gather", "rank0", "local")
+SYNC_POLICIES = ("gather", "local")
 WRITE_POINTS = ("forward", "after_D", "after_G", "after_step")
 
 
@@ -73,9 +72,15 @@ class Memory(nn.Module):
 
     def stage(self, **items: torch.Tensor) -> None:
         """Queue rows for the next commit (no-op when writes are disabled). The rows are
-        detached: no autograd history reaches ``write()``."""
+        detached: no autograd history reaches ``write()``. Every ``stage()`` before a commit
+        names the same rows (they are concatenated name by name for ``write``)."""
         if not self.writes_enabled:
             return
+        if self._staged and set(items) != set(self._staged[0]):
+            raise ValueError(f"{type(self).__name__}.stage({', '.join(sorted(items))}): every "
+                             "stage() before a commit must name the same rows as the first one "
+                             f"({', '.join(sorted(self._staged[0]))}), since write() gets them "
+                             "concatenated name by name; stage every name in each call")
         self._staged.append({k: v.detach() for k, v in items.items()})
         if self.write_at == "forward":
             self.commit()
@@ -100,8 +105,7 @@ class Memory(nn.Module):
                 if mine is None:
                     raise RuntimeError(f"{type(self).__name__}: rank {dist.rank()} staged no "
                                        f"'{name}' rows while another rank did")
-                items[name] = dist.gather_rows(mine) if self.sync == "gather" \
-                    else dist.broadcast_rows(mine, 0)
+                items[name] = dist.gather_rows(mine)
         if not items:
             return
         generator = torch.Generator(device="cpu")

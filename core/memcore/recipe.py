@@ -128,8 +128,9 @@ class EmaSection:
     half_life_kimg: Optional[float] = option(None, help="If set, the decay follows a half-life in "
                                              "thousands of images (stylegan2-ada), replacing decay.",
                                              check=positive)
-    rampup: Optional[float] = option(None, help="With half_life_kimg: the half-life is at most "
-                                     "rampup x images seen so far (stylegan2-ada uses 0.05).",
+    rampup: Optional[float] = option(None, help="The EMA's half-life (from half_life_kimg, or "
+                                     "the one decay gives) is at most rampup x images seen so far "
+                                     "(stylegan2-ada's ramp-up, 0.05): short runs average less.",
                                      check=positive)
 
 
@@ -359,9 +360,6 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> tuple[Recipe, dict]:
         if spec.decay_epochs is not None and spec.schedule != "linear":
             problems.append(f"optim.{phase}.decay_epochs = {spec.decay_epochs}: applies to "
                             f"optim.{phase}.schedule = \"linear\" only, got {spec.schedule!r}")
-    if recipe.ema.rampup is not None and recipe.ema.half_life_kimg is None:
-        problems.append(f"ema.rampup = {recipe.ema.rampup}: applies with ema.half_life_kimg only "
-                        "(it caps the half-life), which is not set")
     if recipe.train.batch_size % recipe.train.micro_batches:
         problems.append(f"train.micro_batches = {recipe.train.micro_batches}: must divide "
                         f"train.batch_size = {recipe.train.batch_size}")

@@ -32,7 +32,6 @@ KINDS = (
     "generator",      # nn.Module: latent (+ condition) -> image
     "discriminator",  # nn.Module: image (+ condition) -> logits
     "block",          # nn.Module inserted into a backbone at a resolution: (B,C,H,W) -> (B,C,H,W)
-    "memory",         # memcore.Memory: state outside autograd, separate read/write
     "loss",           # memcore.Loss: a term added to the D or G phase
     "augment",        # nn.Module applied to every image D sees
     "dataset",        # map-style dataset of (image in [-1, 1], label)
@@ -40,6 +39,16 @@ KINDS = (
     "extractor",      # feature network used by metrics
 )
 API_VERSION = "1"
+# Not a kind, though a plugin author looks for one: the component a recipe names holds the memory.
+NO_MEMORY_KIND = ("a memory (memcore.Memory) is no component of its own: it lives inside the block, "
+                  "generator or discriminator that reads it, and that component is registered and "
+                  "named in recipes (docs/protocols.md)")
+
+
+def unknown_kind(kind: str) -> str:
+    """Why ``kind`` is refused, with the kinds there are."""
+    why = f"; {NO_MEMORY_KIND}" if did_you_mean(kind, ("memory",)) else did_you_mean(kind, KINDS)
+    return f"unknown kind '{kind}'{why} (kinds: {', '.join(KINDS)})"
 
 
 @attrs.define
@@ -133,8 +142,7 @@ class Registry:
         """Register ``kind:name``. ``config`` is the attrs class of its recipe options."""
         plugin = self._current or "<direct>"
         if kind not in KINDS:
-            raise PluginError(f"plugin '{plugin}' registers unknown kind '{kind}'"
-                              f"{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
+            raise PluginError(f"plugin '{plugin}' registers {unknown_kind(kind)}")
         if config is None:  # by name, as plugins register: config stands above the registry
             config = "memcore.config:NoOptions"
         key = (kind, name)

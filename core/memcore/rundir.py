@@ -18,6 +18,29 @@ def plugin_versions() -> dict[str, str]:
             if info.status == "ok"}
 
 
+@contextlib.contextmanager
+def naming_unloaded_plugins(run_dir: Path):
+    """Around reading a run's recipe: an unknown component there most likely came from a plugin
+    the run was made with that is not loaded now, so the error names the plugins its
+    ``plugins.json`` records and this memcore lacks."""
+    try:
+        yield
+    except MemcoreError as exc:
+        try:
+            recorded = json.loads((Path(run_dir) / "plugins.json").read_text())["plugins"]
+            loaded = plugin_versions()
+            missing = [f"'{name}' {version}" for name, version in recorded.items()
+                       if name not in loaded]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no or a damaged record
+            missing = []
+        if not missing or "unknown " not in str(exc):
+            raise
+        raise MemcoreError(f"{exc}\nthe run was made with plugin(s) not loaded now: "
+                           f"{', '.join(missing)} (recorded in {Path(run_dir) / 'plugins.json'}); "
+                           "install them, or enable them (MEMCORE_DISABLE_PLUGINS, "
+                           "MEMCORE_LOAD_PLUGINS)") from None
+
+
 def new_run_dir(recipe: Recipe, recipe_path: str | None) -> Path:
     if recipe.run.dir:
         return Path(recipe.run.dir).expanduser()

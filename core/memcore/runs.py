@@ -1,6 +1,7 @@
 """Load a finished (or running) run for sampling, evaluation and visualisation."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def load_run(run: str | Path, which: str = "latest", use_ema: bool = True) -> Lo
     path = checkpoint.resolve(run, prefer=which)
     state = checkpoint.load(path)
     raw = checkpoint.embedded_recipe(state, path)
-    recipe, resolved = recipe_from_dict(raw, f"{path} (recipe)")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    with rundir.naming_unloaded_plugins(run_dir):
+        recipe, resolved = recipe_from_dict(raw, f"{path} (recipe)")
     _say_if_foreign(state, path, run_dir)
     if not isinstance(state.get("dataset"), dict):
         raise MemcoreError(f"checkpoint {path}: holds no image shape ('dataset' entry)")
@@ -100,8 +102,9 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     else:
         resume_dir = None
     source = recipe or resume_dir / "recipe.resolved.toml"
-    parsed, resolved, dataset = checked_recipe(lambda: load_recipe(source, overrides), str(source),
-                                               init_from=resume is None)
+    with rundir.naming_unloaded_plugins(resume_dir) if resume_dir else contextlib.nullcontext():
+        parsed, resolved, dataset = checked_recipe(lambda: load_recipe(source, overrides),
+                                                   str(source), init_from=resume is None)
     if dry_run:
         print(dumps(resolved), end="")
         return None
@@ -123,8 +126,9 @@ def train(recipe: str | Path | None = None, overrides=(), *, resume: str | Path 
     finally:
         trainer.close()
     if main:
-        print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'} · "
-              f"report {trainer.run_dir / 'report.md'}")
+        report = trainer.run_dir / "report.md"  # written by a plugin (memcore_run_finished)
+        print(f"done: {result['step']} steps · samples {trainer.run_dir / 'samples' / 'latest.png'}"
+              + (f" · report {report}" if report.exists() else ""))
     return trainer.run_dir
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import resource
 import signal
 import time
@@ -34,7 +35,7 @@ from .images import save_grid
 from .logs import RunLog, read_log, torn_last_line
 from .memory import commit_all, memories_in
 from .recipe import Recipe, dumps
-from .report import write_report
+from .registry import get_registry
 from .rundir import plugin_versions
 from .step import StepContext, applies_to, module_owners, recording_block_losses
 
@@ -119,6 +120,7 @@ class Trainer:
         self.device = self.accelerator.device
         self.step = 0
         self.best: dict = {}
+        self._told_ema = False  # that the EMA generator is still mostly its first weights
         if t.init_from and resume_from is None:  # a resumed run has its own weights
             self._init_from(t.init_from, t.init_roles)
         self._freeze(t.freeze)
@@ -321,16 +323,33 @@ class Trainer:
         if self.models.G_ema is not None and self.step % e.every == 0:
             update_ema(self.models.G_ema, self.models.G, self.ema_decay(), e.buffers)
 
-    def ema_decay(self) -> float:
+    def ema_decay(self, step: int | None = None) -> float:
+        """The decay of the update at ``step`` (default: now): ``decay``, or that of a half-life
+        of ``half_life_kimg`` thousand images; with ``rampup`` the half-life is at most rampup x
+        the images seen so far (stylegan2-ada's ramp-up: early on the EMA follows G closely)."""
         e, batch = self.recipe.ema, self.recipe.train.batch_size
-        if self.step <= e.start:
+        step = self.step if step is None else step
+        if step <= e.start:
             return 0.0
-        if e.half_life_kimg is None:
+        if e.half_life_kimg is None and e.rampup is None:
             return e.decay
-        half_life = e.half_life_kimg * 1000
+        images = batch * e.every  # per update
+        half_life = e.half_life_kimg * 1000 if e.half_life_kimg is not None \
+            else images * math.log(0.5) / math.log(e.decay) if e.decay else 0.0
         if e.rampup is not None:
-            half_life = min(half_life, self.step * batch * e.rampup)
-        return 0.5 ** (batch * e.every / max(half_life, 1e-8))
+            half_life = min(half_life, step * batch * e.rampup)
+        return 0.5 ** (images / max(half_life, 1e-8))
+
+    def ema_initial_share(self) -> float:
+        """How much of the EMA generator is still G as it was at ``ema.start`` (the product of the
+        decays since), exact while at least one half; a smaller share is returned as found when
+        the product fell below one half."""
+        e, share = self.recipe.ema, 1.0
+        for step in range(e.start + e.every - e.start % e.every, self.step + 1, e.every):
+            share *= self.ema_decay(step)
+            if share < 0.5:
+                break
+        return share
 
     def _next_batch(self):
         images, labels = self.stream.next()
@@ -393,7 +412,8 @@ class Trainer:
                 self.log.close()
                 if main:
                     with contextlib.suppress(OSError):  # the report is a convenience
-                        write_report(self.run_dir, self.run_dir.name, self._report_notes())
+                        get_registry().pm.hook.memcore_run_finished(run_dir=self.run_dir,
+                                                                    notes=self._report_notes())
         if stop:
             raise Interrupted(interrupt.signum or signal.SIGINT,
                               f"stopped at step {self.step}; checkpoint saved in "
@@ -476,6 +496,14 @@ class Trainer:
         folder = self.run_dir / "samples"
         save_grid(images, folder / f"step-{self.step:07d}.png", inside=self.run_dir)
         save_grid(images, folder / "latest.png", inside=self.run_dir)
+        if self.models.G_ema is not None and not self._told_ema:
+            share = self.ema_initial_share()
+            if share >= 0.5:  # once: a short run's grids (and metrics) show an untrained G
+                self._told_ema = True
+                self.log.message(f"step {self.step}: the EMA generator (samples, metrics) is "
+                                 f"still {share:.0%} the G of step {self.recipe.ema.start}; "
+                                 "for a short run set ema.rampup = 0.05 (stylegan2-ada's ramp-up) "
+                                 "or a lower ema.decay")
 
     def evaluate(self, metrics) -> dict:
         import json

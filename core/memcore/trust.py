@@ -130,6 +130,10 @@ def know_command_line(options, evaluation) -> None:
     _command_line.update(options=sorted(set(options)), evaluation=sorted(evaluation))
 
 
+def knows_command_line() -> bool:
+    return _command_line["options"] is not None
+
+
 def after_problems(where: str, command: str) -> list[str]:
     """What is wrong with an experiment's ``after`` command, each naming ``where`` (``after[0]``):
     it must be an evaluation subcommand with no global option, ``{run}`` its only placeholder and

@@ -1,5 +1,5 @@
 """memcore's contract checks on the base plugin's components."""
-from memcore.contracts import check_discriminator, check_generator, check_loss, factory_of
+from memcore_kit.contracts import check_discriminator, check_generator, check_loss, factory_of
 
 
 def test_dcgan_networks_meet_their_contracts():

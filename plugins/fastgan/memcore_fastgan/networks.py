@@ -214,6 +214,9 @@ class DiscriminatorOptions:
 
 class Discriminator(memcore.Discriminator):
     ddp_find_unused = True  # the decoders are idle in the G phase
+    # for the gradient contract, which runs a plain forward
+    unreached_parameters = {"decode_": "the reconstruction decoders run only in the D pass, for "
+                            "the fastgan loss (before_phase sets decoding)"}
 
     def __init__(self, options: DiscriminatorOptions, ctx: memcore.BuildContext):
         super().__init__()

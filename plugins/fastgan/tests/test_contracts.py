@@ -1,5 +1,5 @@
 """memcore's contract checks on the FastGAN networks."""
-from memcore.contracts import check_discriminator, check_generator, factory_of
+from memcore_kit.contracts import check_discriminator, check_generator, factory_of
 
 
 def test_fastgan_networks_meet_their_contracts():

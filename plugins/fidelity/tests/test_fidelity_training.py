@@ -5,6 +5,7 @@ from pathlib import Path
 import tomli_w
 
 import memcore
+import memcore_kit.testing
 from memcore.cli import main
 from memcore_fidelity.extractors import INCEPTION_FILE
 
@@ -21,7 +22,7 @@ def _metrics():
 
 def test_metrics_during_training_and_eval(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "r.toml").write_text(tomli_w.dumps(memcore.testing.tiny_recipe(metrics=_metrics())))
+    (tmp_path / "r.toml").write_text(tomli_w.dumps(memcore_kit.testing.tiny_recipe(metrics=_metrics())))
     assert main(["run", "r.toml", "--set", "train.steps=4", *FAST]) == 0
     run = next((tmp_path / "runs").iterdir())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

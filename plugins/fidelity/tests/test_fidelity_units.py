@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import memcore
+import memcore_kit.testing
 from memcore.cli import main
 from memcore_fidelity import Extractor, ExtractorOptions, extractors, reference
 from memcore_fidelity.extractors import INCEPTION_FILE, fold_batchnorm
@@ -114,7 +115,7 @@ def test_inception_weights_from_env_and_recipe_key(tmp_path, monkeypatch):
 def test_training_stops_before_step_one_without_inception(tmp_path, monkeypatch, capsys):
     import tomli_w
     monkeypatch.chdir(tmp_path)
-    recipe = memcore.testing.tiny_recipe(metrics=[{"kind": "fid", "num_samples": 16}])
+    recipe = memcore_kit.testing.tiny_recipe(metrics=[{"kind": "fid", "num_samples": 16}])
     (tmp_path / "r.toml").write_text(tomli_w.dumps(recipe))
     assert main(["run", "r.toml"]) != 0
     assert INCEPTION_FILE in capsys.readouterr().err
@@ -123,7 +124,7 @@ def test_training_stops_before_step_one_without_inception(tmp_path, monkeypatch,
 
 def test_bad_extractor_name_is_a_recipe_error(tmp_path, capsys):
     import tomli_w
-    recipe = memcore.testing.tiny_recipe(metrics=[{"kind": "fid", "extractor": "fashion-clasifier"}])
+    recipe = memcore_kit.testing.tiny_recipe(metrics=[{"kind": "fid", "extractor": "fashion-clasifier"}])
     (tmp_path / "r.toml").write_text(tomli_w.dumps(recipe))
     assert main(["validate", str(tmp_path / "r.toml")]) != 0
     err = capsys.readouterr().err

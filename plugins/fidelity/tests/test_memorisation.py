@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import memcore
-from memcore.testing import tiny_recipe, train
+from memcore_kit.testing import tiny_recipe, train
 from memcore_fidelity import memorisation as mem
 
 

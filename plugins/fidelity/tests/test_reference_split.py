@@ -12,7 +12,7 @@ import memcore
 from memcore.cli import main
 from memcore.config import Component
 from memcore.registry import get_registry
-from memcore.testing import tiny_recipe
+from memcore_kit.testing import tiny_recipe
 from memcore_fidelity.reference import check_reference_split
 
 FID = {"kind": "fid", "extractor": "fashion-classifier", "num_samples": 16}

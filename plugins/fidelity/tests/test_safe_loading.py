@@ -10,7 +10,7 @@ import pytest
 
 import memcore
 from memcore.cli import main
-from memcore.testing import plant_code_pickle, tiny_recipe, train
+from memcore_kit.testing import plant_code_pickle, tiny_recipe, train
 from memcore_fidelity import extractors, reference
 from memcore_fidelity.options import InceptionOptions
 

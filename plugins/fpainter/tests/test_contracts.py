@@ -1,5 +1,5 @@
 """memcore's contract checks on the painter generators."""
-from memcore.contracts import check_generator, factory_of
+from memcore_kit.contracts import check_generator, factory_of
 
 
 def test_fpa_meets_the_generator_contract():

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import memcore
 from memcore import MemcoreError, option
-from memcore.datasets import MnistLikeOptions, _read_idx, cache_dir, finish
+from memcore_datasets.images import MnistLikeOptions, _read_idx, cache_dir, finish
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 OPENCV_DIGITS = "/usr/share/doc/opencv-doc/examples/data/digits.png"

@@ -47,6 +47,11 @@ class MemoryGANLoss(memcore.Loss):
         if not dmn:
             raise MemcoreError("loss 'memorygan' needs discriminator kind = \"memorygan\" (it reads "
                                "D's memory probabilities and writes its queries)")
+        if not dmn[0].has_memory:
+            raise MemcoreError("loss 'memorygan' reads and writes D's memory, but "
+                               "discriminator.memory = false (the -Memory ablation) has none: use "
+                               "a memory-free loss such as [[losses]] kind = \"saturating\", or "
+                               "set discriminator.memory = true")
         self._dmn = (dmn[0],)
 
     def __call__(self, ctx) -> torch.Tensor:

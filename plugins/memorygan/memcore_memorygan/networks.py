@@ -19,6 +19,7 @@ from torch import nn
 import memcore
 from memcore import MemcoreError, in_range, option, positive
 
+from .init import init_weights
 from .memory import DiscriminativeMemory
 
 
@@ -124,16 +125,6 @@ class DMN(memcore.Discriminator):
         self.blocks = ctx.block_slots(dict(zip(self.sizes, widths[1:])))
         self.to_key = nn.Sequential(nn.Conv2d(widths[-1], o.key_dim, self.sizes[-1]),
                                     nn.BatchNorm1d(o.key_dim) if o.batch_norm else nn.Identity())
-
-    def on_build(self, models: memcore.Models) -> None:
-        if self.has_memory:
-            return
-        from .losses import MemoryGANLoss
-        if any(isinstance(loss, MemoryGANLoss) for loss in models.losses):
-            raise MemcoreError("loss 'memorygan' reads and writes D's memory, but "
-                               "discriminator.memory = false (the -Memory ablation) has none: use "
-                               "a memory-free loss such as [[losses]] kind = \"saturating\", or "
-                               "set discriminator.memory = true")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The inference network's un-normalised key (B, M)."""
@@ -259,13 +250,3 @@ class _FashionGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.up(self.fc(z).view(-1, self.width, self.start, self.start))
-
-
-def init_weights(module: nn.Module) -> None:
-    """Truncated normal, std 0.02 (cut at 2 std, as TF), zero bias, for every fc/conv (the
-    code's initialiser)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)

@@ -42,7 +42,7 @@ from torch import nn
 import memcore
 from memcore import MemcoreError, option, positive
 
-from .networks import init_weights
+from .init import init_weights
 
 RESOLUTION = 32  # the code's CIFAR-10 networks: 32 -> 16 -> 8 (D), 4 -> 8 -> 16 -> 32 (G)
 

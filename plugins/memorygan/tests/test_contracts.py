@@ -1,6 +1,6 @@
 """memcore's contract checks on the memoryGAN discriminator (which holds the DMN memory) and the
 memory-conditional generator."""
-from memcore.contracts import check_discriminator, factory_of
+from memcore_kit.contracts import check_discriminator, factory_of
 
 
 def test_memorygan_discriminator_meets_the_contract():

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import memcore
-from memcore.contracts import check_discriminator, check_generator, factory_of
+import memcore_kit.testing
+from memcore_kit.contracts import check_discriminator, check_generator, factory_of
 from memcore_memorygan.augment import BrightnessContrast, BrightnessContrastOptions
 from memcore_memorygan.losses import MemoryGANLoss, MemoryGANLossOptions
 from memcore_memorygan.memory import DiscriminativeMemory
@@ -284,7 +285,7 @@ SMALL = ["discriminator.width=8", "discriminator.key_dim=16", "train.batch_size=
 def test_cifar_recipes_train_two_steps(tmp_path, recipe, extra):
     images = fake_cifar(tmp_path / "images")
     data = f'data={{kind = "image-folder", path = "{images}", resolution = 32}}'
-    run_dir = memcore.testing.train(RECIPES / recipe, tmp_path, steps=2,
+    run_dir = memcore_kit.testing.train(RECIPES / recipe, tmp_path, steps=2,
                                     overrides=[data, *SMALL, *extra])
     state = torch.load(run_dir / "checkpoints" / "step-0000002.pt", weights_only=True)
     assert int(state["step"]) == 2

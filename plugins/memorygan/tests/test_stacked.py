@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import memcore
-from memcore.sweep import plan
-from memcore.testing import train
+from memcore_experiments.sweep import plan
+from memcore_kit.testing import train
 from memcore_memorygan.stacked import coverage, draw, mode_index
 
 PLUGIN = Path(__file__).parents[1]

@@ -21,7 +21,7 @@ import torch
 
 import memcore
 from memcore import option, positive
-from memcore.datasets import ImageOptions, TensorImageDataset, cache_dir, finish
+from memcore_datasets.images import ImageOptions, TensorImageDataset, cache_dir, finish
 
 SPLIT_DIR = Path(__file__).resolve().parent / "font_glyphs"
 INSTALL = "make install (it runs .ci/install-fonts), or: apt-get install"

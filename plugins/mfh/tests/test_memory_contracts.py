@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from memcore.contracts import check_memory
+from memcore_kit.contracts import check_memory
 from memcore_mfh.memory import CIMemory
 
 

@@ -1,5 +1,5 @@
 """memcore's contract checks on the moca block (which holds a memcore.Memory)."""
-from memcore.contracts import check_block, factory_of
+from memcore_kit.contracts import check_block, factory_of
 
 
 def test_moca_block_meets_the_block_and_memory_contracts():

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from memcore.cli import main
-from memcore.sweep import plan
-from memcore.testing import train
+from memcore_experiments.sweep import plan
+from memcore_kit.testing import train
 
 PLUGIN = Path(__file__).parents[1]
 EXPERIMENT = PLUGIN / "experiments" / "few-shot-mini.toml"

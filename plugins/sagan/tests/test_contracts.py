@@ -1,5 +1,5 @@
 """memcore's contract checks on the self-attention block and the SAGAN networks."""
-from memcore.contracts import check_block, check_discriminator, check_generator, factory_of
+from memcore_kit.contracts import check_block, check_discriminator, check_generator, factory_of
 
 
 def test_self_attention_meets_the_block_contract():

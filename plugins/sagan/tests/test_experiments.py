@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from memcore.cli import main
-from memcore.sweep import plan
-from memcore.testing import train
+from memcore_experiments.sweep import plan
+from memcore_kit.testing import train
 from memcore_sagan.attention import SelfAttention
 from memcore_sagan.runs import load_networks
 

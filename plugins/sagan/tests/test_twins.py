@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import memcore
-from memcore.sweep import plan
-from memcore.testing import train
+from memcore_experiments.sweep import plan
+from memcore_kit.testing import train
 from memcore_sagan.twins import COLOURS, PALETTE, SHAPES, check_pairs, draw, side_of
 
 PLUGIN = Path(__file__).parents[1]

@@ -1,5 +1,5 @@
 """memcore's contract checks on the StyleGAN2 networks."""
-from memcore.contracts import check_discriminator, check_generator, factory_of
+from memcore_kit.contracts import check_discriminator, check_generator, factory_of
 
 SMALL = {"z_dim": 16, "w_dim": 16, "channel_base": 256, "channel_max": 16, "mapping_layers": 2}
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import memcore
-from memcore.testing import run_distributed, train
+import memcore_kit.testing
+from memcore_kit.testing import run_distributed, train
 from memcore_stylegan2 import networks as nw
 from memcore_stylegan2.ada import ADA, ADAOptions
 from memcore_stylegan2.losses import PathLength, PathLengthOptions
@@ -250,13 +251,13 @@ def test_resume_continues_p_exactly(tmp_path):
 
 
 def test_ada_stats_without_ada_is_a_clear_error(tmp_path):
-    recipe = memcore.testing.tiny_recipe(losses=[{"kind": "hinge"}, {"kind": "ada-stats"}])
+    recipe = memcore_kit.testing.tiny_recipe(losses=[{"kind": "hinge"}, {"kind": "ada-stats"}])
     with pytest.raises(AssertionError, match="feeds the adaptive augmentation"):
         train(recipe, tmp_path, steps=1)
 
 
 def test_adaptive_ada_without_its_feed_is_a_clear_error(tmp_path):
-    recipe = memcore.testing.tiny_recipe(augment={"kind": "ada"})
+    recipe = memcore_kit.testing.tiny_recipe(augment={"kind": "ada"})
     with pytest.raises(AssertionError, match="needs the loss that feeds it"):
         train(recipe, tmp_path, steps=1)
 
