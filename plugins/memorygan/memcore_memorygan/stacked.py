@@ -163,11 +163,7 @@ class StackedModes(ClassifierMetric):
 
 # -- latent paths -----------------------------------------------------------------------------------
 @memcore.config
-class LatentPathsOptions(memcore.MetricOptions):
-    extractor: memcore.slot("extractor") = option(
-        factory=default_extractor, help="Classifier read on every channel (it needs logits).")
-    confidence: float = option(0.5, help="A channel whose top class has a lower probability "
-                               "is low-confidence.", check=memcore.in_range(0.0, 1.0))
+class LatentPathsOptions(StackedModesOptions):
     num_samples: int = option(200, help="Latent paths, each between two latent draws.",
                               check=memcore.positive)
     points: int = option(8, help="Points inside each path (the two ends are added).",
