@@ -68,6 +68,10 @@ def _forked(argv, cwd: Path, home: Path, timeout: float):
     if pid == 0:   # the child: memcore's own entry point, as the installed script runs it
         code = 1
         try:
+            # the parent's OpenMP thread pool does not survive fork(): a child that opens a
+            # parallel region with it waits forever for threads that are gone (GNU libgomp)
+            import torch
+            torch.set_num_threads(1)
             os.chdir(cwd)
             os.environ.clear()
             os.environ.update(_env(home))
